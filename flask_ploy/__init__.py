@@ -1,0 +1,46 @@
+"""flask-ploy: Ploy's Cache and State key-value bindings for Flask.
+
+.. code-block:: python
+
+    from flask import Flask, g
+    from flask_ploy import FlaskPloy
+
+    app = Flask(__name__)
+    ploy = FlaskPloy(app)  # reads ploy.yaml beside the app
+
+    @app.get("/")
+    def index():
+        g.env.CACHE.set("greeting", "hello", ttl=60)
+        return g.env.STATE.get("user:123") or ""
+"""
+
+from __future__ import annotations
+
+from .cache import Cache
+from .errors import (
+    CacheUnavailable,
+    PloyConfigError,
+    PloyError,
+    StateUnavailable,
+    UnknownBinding,
+)
+from .extension import Env, FlaskPloy
+from .state import ListResult, State
+from .protocols import CacheBinding, StateBinding
+
+__all__ = [
+    "Cache",
+    "CacheBinding",
+    "CacheUnavailable",
+    "Env",
+    "FlaskPloy",
+    "ListResult",
+    "PloyConfigError",
+    "PloyError",
+    "State",
+    "StateBinding",
+    "StateUnavailable",
+    "UnknownBinding",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,8 @@
+"""The ``flask ploy`` commands."""
+
+from __future__ import annotations
+
+import click
+from flask.cli import AppGroup
+
+ploy_cli = AppGroup("ploy", help="Inspect and manage the Ploy bindings of this app.")

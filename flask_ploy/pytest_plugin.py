@@ -1,0 +1,1 @@
+"""pytest fixtures for apps using flask-ploy (registered as the ``ploy`` plugin)."""

@@ -1,0 +1,252 @@
+"""Real servers for the tests: probes for the machine's services, and
+throwaway Redis Cluster / Sentinel / standalone servers on free loopback ports.
+
+A test that needs a service that is absent skips locally and fails under
+``CI=true`` (see :func:`need`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+REDIS_URL = os.environ.get("PLOY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("PLOY_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
+MARIADB_URL = os.environ.get("PLOY_TEST_MARIADB_URL", "mariadb+pymysql://root@127.0.0.1:3306/test")
+
+
+def need(ok: bool, what: str) -> None:
+    """Skip (locally) or fail (CI) when a service is missing."""
+    if ok:
+        return
+    if CI:
+        pytest.fail(f"{what} is not available, and CI=true requires it", pytrace=False)
+    pytest.skip(f"{what} is not available")
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def free_port() -> int:
+    """A free loopback port below 45000 whose +10000 (cluster bus) is free too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port")
+
+
+_probed: dict[str, bool] = {}
+
+
+def redis_ok() -> bool:
+    if "redis" not in _probed:
+        import redis
+
+        try:
+            redis.Redis.from_url(REDIS_URL, socket_timeout=1, socket_connect_timeout=1).ping()
+            _probed["redis"] = True
+        except Exception:
+            _probed["redis"] = False
+    return _probed["redis"]
+
+
+def sql_ok(url: str) -> bool:
+    if url not in _probed:
+        import sqlalchemy as sa
+
+        try:
+            engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            engine.dispose()
+            _probed[url] = True
+        except Exception:
+            _probed[url] = False
+    return _probed[url]
+
+
+REDIS_SERVER = shutil.which("redis-server")
+REDIS_CLI = shutil.which("redis-cli")
+
+
+@dataclass
+class RedisProc:
+    """A redis-server started by the tests."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    dir: str
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.proc = _spawn(self.port, self.dir, self.args)
+        _wait_port(self.port)
+
+
+def _spawn(port: int, workdir: str, extra: list[str]) -> subprocess.Popen[bytes]:
+    assert REDIS_SERVER is not None
+    cmd = [
+        REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--dir", workdir, "--daemonize", "no",
+        "--protected-mode", "no", "--loglevel", "warning",
+        *extra,
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open("127.0.0.1", port, 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"redis-server on port {port} did not start")
+
+
+def start_redis(extra: list[str] | None = None, port: int | None = None) -> RedisProc:
+    """Start a standalone redis-server on a free loopback port."""
+    port = port or free_port()
+    workdir = tempfile.mkdtemp(prefix="ploy-redis-")
+    proc = _spawn(port, workdir, extra or [])
+    _wait_port(port)
+    return RedisProc(port, proc, workdir, extra or [])
+
+
+@contextlib.contextmanager
+def redis_cluster(masters: int = 3) -> Iterator[str]:
+    """A real Redis Cluster of *masters* masters on loopback; yields its URL."""
+    procs = [start_redis(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                          "--cluster-node-timeout", "2000"]) for _ in range(masters)]
+    try:
+        assert REDIS_CLI is not None
+        subprocess.run(
+            [REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{p.port}" for p in procs),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
+        )
+        import redis
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            infos = [redis.Redis(port=p.port).cluster("info") for p in procs]
+            if all(i.get("cluster_state") == "ok" for i in infos):
+                break
+            time.sleep(0.1)
+        else:  # pragma: no cover
+            raise RuntimeError("the Redis Cluster did not become ok")
+        yield "redis+cluster://" + ",".join(f"127.0.0.1:{p.port}" for p in procs)
+    finally:
+        for p in procs:
+            p.kill()
+
+
+@contextlib.contextmanager
+def redis_sentinel() -> Iterator[str]:
+    """One Redis master watched by one Sentinel; yields the sentinel URL."""
+    master = start_redis()
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="ploy-sentinel-")
+    conf = os.path.join(workdir, "sentinel.conf")
+    with open(conf, "w") as f:
+        f.write(
+            f"port {port}\nbind 127.0.0.1\ndir {workdir}\nprotected-mode no\n"
+            f"sentinel monitor ploymaster 127.0.0.1 {master.port} 1\n"
+            "sentinel down-after-milliseconds ploymaster 5000\n"
+        )
+    assert REDIS_SERVER is not None
+    proc = subprocess.Popen([REDIS_SERVER, conf, "--sentinel"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(port)
+        import redis
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                addr = redis.Redis(port=port).execute_command(
+                    "SENTINEL", "get-master-addr-by-name", "ploymaster")
+                if addr:
+                    break
+            time.sleep(0.1)
+        yield f"redis+sentinel://127.0.0.1:{port}/ploymaster"
+    finally:
+        proc.kill()
+        proc.wait(5)
+        master.kill()
+
+
+class HungServer:
+    """A TCP server that accepts connections and never replies."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = int(self.sock.getsockname()[1])
+        self.accepted: list[socket.socket] = []
+        import threading
+
+        self._stop = False
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted.append(conn)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(1)
+        for c in self.accepted:
+            c.close()
+        self.sock.close()

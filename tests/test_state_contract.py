@@ -1,0 +1,367 @@
+"""The state contract: every test runs on SQLite, PostgreSQL and MariaDB
+(see ``state_url`` in conftest)."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from typing import Any
+
+import pytest
+from flask import g
+
+from .test_cache_contract import ODD_STRINGS
+
+
+def test_get_missing_is_none(state_env: Any) -> None:
+    assert state_env.STATE.get("missing") is None
+
+
+@pytest.mark.parametrize("value", ODD_STRINGS + ["x" * 100_000])
+def test_set_get_round_trip(state_env: Any, value: str) -> None:
+    state_env.STATE.set("k", value)
+    assert state_env.STATE.get("k") == value
+
+
+@pytest.mark.parametrize("key", [s for s in ODD_STRINGS if s] + ["k" * 512, "é" * 256, "\U0010ffff"])
+def test_odd_keys(state_env: Any, key: str) -> None:
+    s = state_env.STATE
+    s.set(key, "v")
+    assert s.get(key) == "v"
+    assert s.get_many([key]) == {key: "v"}
+    assert s.list(key).keys == [key]
+    assert s.delete(key) is True
+    assert s.get(key) is None
+
+
+def test_set_overwrites_and_delete(state_env: Any) -> None:
+    s = state_env.STATE
+    s.set("k", "one")
+    s.set("k", "two")
+    assert s.get("k") == "two"
+    assert s.delete("k") is True
+    assert s.delete("k") is False
+    assert s.get("k") is None
+
+
+def test_keys_are_case_sensitive_and_exact(state_env: Any) -> None:
+    s = state_env.STATE
+    s.set("Key", "upper")
+    s.set("key", "lower")
+    s.set("key ", "trailing space")
+    assert (s.get("Key"), s.get("key"), s.get("key ")) == ("upper", "lower", "trailing space")
+
+
+def test_state_survives_a_new_app(make_app: Any, state_url: str, state_table: str) -> None:
+    first = make_app(PLOY_STATE_URL=state_url, PLOY_STATE_TABLE=state_table)
+    with first.app_context():
+        g.env.STATE.set("durable", "yes")
+    first.extensions["ploy"]._get_state(first).close()
+    second = make_app(PLOY_STATE_URL=state_url, PLOY_STATE_TABLE=state_table)
+    with second.app_context():
+        assert g.env.STATE.get("durable") == "yes"
+        g.env.STATE.delete("durable")
+
+
+def test_incr(state_env: Any) -> None:
+    s = state_env.STATE
+    assert s.incr("n") == 1
+    assert s.incr("n", 41) == 42
+    assert s.incr("n", -50) == -8
+    assert s.get("n") == "-8"
+    s.set("preset", "9")
+    assert s.incr("preset") == 10
+
+
+def test_incr_64bit_limits(state_env: Any) -> None:
+    s = state_env.STATE
+    s.set("top", str(2**63 - 2))
+    assert s.incr("top") == 2**63 - 1
+    with pytest.raises(ValueError, match="overflow"):
+        s.incr("top")
+    assert s.get("top") == str(2**63 - 1)
+    s.set("bottom", str(-(2**63) + 1))
+    assert s.incr("bottom", -1) == -(2**63)
+    with pytest.raises(ValueError, match="overflow"):
+        s.incr("bottom", -1)
+    assert s.get("bottom") == str(-(2**63))
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", "007", " 5", "+5", "-0", "", "1e3", str(2**63), "5\x00"])
+def test_incr_refuses_a_non_integer_and_leaves_it(state_env: Any, value: str) -> None:
+    state_env.STATE.set("k", value)
+    with pytest.raises(ValueError, match="not an integer"):
+        state_env.STATE.incr("k")
+    assert state_env.STATE.get("k") == value
+
+
+def test_incr_is_atomic_across_threads(state_app: Any, state_env: Any) -> None:
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with state_app.app_context():
+                for _ in range(50):
+                    g.env.STATE.incr("hits")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert state_env.STATE.get("hits") == "200"
+
+
+def test_add(state_env: Any) -> None:
+    s = state_env.STATE
+    assert s.add("k", "first") is True
+    assert s.add("k", "second") is False
+    assert s.get("k") == "first"
+
+
+def test_get_many_set_many_delete_many(state_env: Any) -> None:
+    s = state_env.STATE
+    s.set_many({"a": "1", "b": "2", "c": "3"})
+    assert s.get_many(["a", "b", "zz", "a"]) == {"a": "1", "b": "2", "zz": None}
+    assert s.get_many([]) == {}
+    assert s.delete_many(["a", "zz", "a"]) == 1
+    assert s.get_many(["a", "b"]) == {"a": None, "b": "2"}
+    assert s.delete_many([]) == 0
+    s.set_many({})
+
+
+def test_bulk_operations_span_chunks(state_env: Any) -> None:
+    s = state_env.STATE
+    data = {f"k{i:05d}": f"v{i}" for i in range(1234)}
+    s.set_many(data)
+    assert s.get_many(list(data)) == data
+    assert s.count() == 1234
+    assert s.delete_many(list(data)[:1100]) == 1100
+    assert s.count() == 134
+
+
+def test_set_many_is_all_or_nothing(state_env: Any) -> None:
+    s = state_env.STATE
+    with pytest.raises(TypeError):
+        s.set_many({"a": "1", "b": 2})
+    with pytest.raises(ValueError):
+        s.set_many({"a": "1", "b": "\ud800"})
+    assert s.get_many(["a", "b"]) == {"a": None, "b": None}
+
+
+def test_list_orders_and_pages(state_env: Any) -> None:
+    s = state_env.STATE
+    keys = [f"user:{i:03d}" for i in range(25)] + ["other", "user", "usex"]
+    s.set_many({k: "v" for k in keys})
+    page = s.list("user:", limit=10)
+    assert page.keys == [f"user:{i:03d}" for i in range(10)]
+    assert page.cursor == "user:009"
+    seen = list(page.keys)
+    while page.cursor is not None:
+        page = s.list("user:", limit=10, cursor=page.cursor)
+        seen += page.keys
+    assert seen == [f"user:{i:03d}" for i in range(25)]
+    assert page.list_complete
+    assert s.list().keys == sorted(keys)
+    assert s.list(limit=1000).cursor is None
+
+
+def test_list_last_full_page_has_no_cursor(state_env: Any) -> None:
+    s = state_env.STATE
+    s.set_many({f"k{i}": "v" for i in range(10)})
+    assert s.list(limit=10).cursor is None
+    assert s.list(limit=9).cursor == "k8"
+
+
+def test_list_prefix_is_literal(state_env: Any) -> None:
+    s = state_env.STATE
+    s.set_many({"a%b": "1", "a_b": "1", "axb": "1", "a%c": "1", "a": "1", "b": "1"})
+    assert s.list("a%").keys == ["a%b", "a%c"]
+    assert s.list("a_").keys == ["a_b"]
+    assert s.list("a").keys == ["a", "a%b", "a%c", "a_b", "axb"]
+
+
+def test_list_orders_bytewise(state_env: Any) -> None:
+    s = state_env.STATE
+    keys = ["B", "a", "Z", "é", "e", "\x01", "~", "日本", "🎉", "ab", "a b"]
+    s.set_many({k: "v" for k in keys})
+    assert s.list().keys == sorted(keys, key=lambda k: k.encode())
+    assert s.list("\U0001f389").keys == ["🎉"]
+
+
+def test_list_sees_every_key_once_under_random_paging(state_env: Any) -> None:
+    s = state_env.STATE
+    rnd = random.Random(7)
+    keys = {"".join(rnd.choice("ab%_:é\x00") for _ in range(rnd.randint(1, 6))) for _ in range(300)}
+    s.set_many({k: "v" for k in keys})
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = s.list(limit=rnd.randint(1, 40), cursor=cursor)
+        seen += page.keys
+        cursor = page.cursor
+        if cursor is None:
+            break
+    assert seen == sorted(keys, key=lambda k: k.encode())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"limit": 0}, ValueError, "between 1 and 1000"),
+        ({"limit": 1001}, ValueError, "between 1 and 1000"),
+        ({"limit": "5"}, TypeError, "limit must be int"),
+        ({"limit": True}, TypeError, "limit must be int"),
+        ({"prefix": 5}, TypeError, "prefix must be str"),
+        ({"cursor": 5}, TypeError, "cursor must be str"),
+    ],
+)
+def test_list_bad_arguments(state_env: Any, kwargs: dict[str, Any], exc: type[Exception], match: str) -> None:
+    with pytest.raises(exc, match=match):
+        state_env.STATE.list(**kwargs)
+
+
+def test_update_operators(state_env: Any) -> None:
+    s = state_env.STATE
+    out = s.update("doc", {"$set": {"name": "Alice", "prefs.theme": "dark"}, "$inc": {"visits": 1}})
+    assert json.loads(out) == {"name": "Alice", "prefs": {"theme": "dark"}, "visits": 1}
+    assert s.get("doc") == out
+    out = s.update("doc", {"$inc": {"visits": 2.5}, "$push": {"tags": "a"}, "$unset": {"name": True}})
+    assert json.loads(out) == {"prefs": {"theme": "dark"}, "visits": 3.5, "tags": ["a"]}
+    s.update("doc", {"$push": {"tags": "b"}})
+    s.update("doc", {"$push": {"tags": "c"}})
+    assert json.loads(s.update("doc", {"$pop": {"tags": -1}}))["tags"] == ["b", "c"]
+    assert json.loads(s.update("doc", {"$pop": {"tags": 1}}))["tags"] == ["b"]
+    assert json.loads(s.update("doc", {"$pop": {"missing": 1}, "$unset": {"nope.deeper": ""}}))["tags"] == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("stored", "ops", "exc", "match"),
+    [
+        ('"just a string"', {"$set": {"a": 1}}, ValueError, "not a JSON object"),
+        ("[1, 2]", {"$set": {"a": 1}}, ValueError, "not a JSON object"),
+        ("not json", {"$set": {"a": 1}}, ValueError, "not a JSON object"),
+        ('{"a": "x"}', {"$inc": {"a": 1}}, ValueError, "not a number"),
+        ('{"a": 1}', {"$push": {"a": 1}}, ValueError, "not an array"),
+        ('{"a": 1}', {"$pop": {"a": 1}}, ValueError, "not an array"),
+        ('{"a": 1}', {"$set": {"a.b": 1}}, ValueError, "'a' is not an object"),
+        ('{"a": 1}', {"$rename": {"a": "b"}}, ValueError, "unknown update operator"),
+        ('{"a": 1}', {}, ValueError, "at least one operator"),
+        ('{"a": 1}', {"$set": {}}, TypeError, "non-empty dict"),
+        ('{"a": 1}', {"$set": {"": 1}}, ValueError, "non-empty str"),
+        ('{"a": 1}', {"$set": {"a..b": 1}}, ValueError, "empty segment"),
+        ('{"a": 1}', {"$inc": {"a": "1"}}, ValueError, "finite number"),
+        ('{"a": 1}', {"$inc": {"a": True}}, ValueError, "finite number"),
+        ('{"a": 1}', {"$pop": {"a": 2}}, ValueError, "1 \\(last\\) or -1"),
+        ('{"a": 1}', {"$set": {"a": 1}, "$inc": {"a": 1}}, ValueError, "conflicts"),
+        ('{"a": 1}', {"$set": {"a": {1, 2}}}, TypeError, "not JSON-serializable"),
+        ('{"a": 1}', "$set", TypeError, "must be a dict"),
+    ],
+)
+def test_update_refuses_and_changes_nothing(
+    state_env: Any, stored: str, ops: Any, exc: type[Exception], match: str
+) -> None:
+    state_env.STATE.set("doc", stored)
+    with pytest.raises(exc, match=match):
+        state_env.STATE.update("doc", ops)
+    assert state_env.STATE.get("doc") == stored
+
+
+def test_update_is_atomic_across_threads(state_app: Any, state_env: Any) -> None:
+    def worker(i: int) -> None:
+        with state_app.app_context():
+            for _ in range(20):
+                g.env.STATE.update("doc", {"$inc": {"n": 1}, "$push": {f"t{i}": 1}})
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    doc = json.loads(state_env.STATE.get("doc"))
+    assert doc["n"] == 80
+    assert all(len(doc[f"t{i}"]) == 20 for i in range(4))
+
+
+def test_resources_are_separate(state_env: Any) -> None:
+    state_env.STATE.set("user:abc", "general")
+    assert state_env.USER_STATE.get("user:abc") is None
+    state_env.USER_STATE.set("user:abc", "user")
+    assert state_env.STATE.get("user:abc") == "general"
+    assert state_env.USER_STATE.list().keys == ["user:abc"]
+    assert state_env.STATE.delete_many(["user:abc"]) == 1
+    assert state_env.USER_STATE.get("user:abc") == "user"
+
+
+def test_bindings_on_one_resource_share_data(state_env: Any) -> None:
+    state_env.STATE.set("shared", "yes")
+    assert state_env.ALIAS_STATE.get("shared") == "yes"
+
+
+BAD_CALLS: list[tuple[str, tuple[Any, ...], type[Exception], str]] = [
+    ("get", (1,), TypeError, "key must be str, not int"),
+    ("get", ("",), ValueError, "must not be empty"),
+    ("get", ("k" * 513,), ValueError, "513 bytes"),
+    ("set", ("k", 5), TypeError, "value must be str, not int.*json.dumps"),
+    ("set", ("k", b"x"), TypeError, "not bytes"),
+    ("set", ("k", None), TypeError, "not NoneType"),
+    ("set", ("k", {"a": 1}), TypeError, "not dict"),
+    ("set", ("k", "\ud800"), ValueError, "surrogate"),
+    ("set", (None, "v"), TypeError, "key must be str"),
+    ("delete", (["k"],), TypeError, "key must be str, not list"),
+    ("incr", ("k", 1.5), TypeError, "amount must be int"),
+    ("incr", ("k", 2**64), ValueError, "64-bit"),
+    ("add", ("k", 3), TypeError, "value must be str"),
+    ("get_many", ("k",), TypeError, "iterable of str"),
+    ("set_many", ({"a": 1},), TypeError, "value must be str"),
+    ("delete_many", ([1],), TypeError, "key must be str"),
+    ("update", ("k", None), TypeError, "must be a dict"),
+]
+
+
+@pytest.mark.parametrize(("op", "args", "exc", "match"), BAD_CALLS)
+def test_bad_input_raises_and_writes_nothing(
+    state_env: Any, op: str, args: tuple[Any, ...], exc: type[Exception], match: str
+) -> None:
+    state_env.STATE.set("k", "before")
+    with pytest.raises(exc, match=match):
+        getattr(state_env.STATE, op)(*args)
+    assert state_env.STATE.get("k") == "before"
+    assert state_env.STATE.list().keys == ["k"]
+
+
+def test_value_size_limit(make_app: Any, state_url: str, state_table: str) -> None:
+    app = make_app(PLOY_STATE_URL=state_url, PLOY_STATE_TABLE=state_table, PLOY_MAX_VALUE_BYTES=64)
+    with app.app_context():
+        s = g.env.STATE
+        s.clear()
+        s.set("k", "x" * 64)
+        with pytest.raises(ValueError, match="65 bytes.*PLOY_MAX_VALUE_BYTES"):
+            s.set("k", "x" * 65)
+        with pytest.raises(ValueError, match="PLOY_MAX_VALUE_BYTES"):
+            s.update("k2", {"$set": {"a": "x" * 80}})
+        assert s.get("k") == "x" * 64
+        assert s.get("k2") is None
+
+
+def test_load_and_items(state_env: Any) -> None:
+    s = state_env.STATE
+    s.set("old", "x")
+    assert s.load([("a", "1"), ("b", "2")]) == 2
+    assert dict(s.items()) == {"a": "1", "b": "2", "old": "x"}
+    assert s.load([("c", "3")], replace=True) == 1
+    assert dict(s.items()) == {"c": "3"}
+    with pytest.raises(TypeError):
+        s.load([("d", "4"), ("e", 5)], replace=True)
+    assert dict(s.items()) == {"c": "3"}
+
+
+def test_items_pages_through_everything(state_env: Any) -> None:
+    data = {f"k{i:04d}": str(i) for i in range(2500)}
+    state_env.STATE.set_many(data)
+    assert list(state_env.STATE.items(page_size=1000)) == sorted(data.items())
+    assert list(state_env.STATE.items("k00", page_size=7)) == [(k, v) for k, v in sorted(data.items()) if k.startswith("k00")]
