@@ -25,8 +25,8 @@ from .errors import (
     UnknownBinding,
 )
 from .extension import Env, FlaskPloy
-from .state import ListResult, State
 from .protocols import CacheBinding, StateBinding
+from .state import ListResult, State
 
 __all__ = [
     "Cache",

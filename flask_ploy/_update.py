@@ -32,7 +32,9 @@ def check_ops(ops: Any) -> list[tuple[str, list[str], Any]]:
         operators touching the same path.
     """
     if not isinstance(ops, Mapping):
-        raise TypeError(f"update ops must be a dict such as {{'$set': {{'a': 1}}}}, not {type(ops).__name__}")
+        raise TypeError(
+            f"update ops must be a dict such as {{'$set': {{'a': 1}}}}, not {type(ops).__name__}"
+        )
     if not ops:
         raise ValueError("update ops must name at least one operator")
     steps: list[tuple[str, list[str], Any]] = []
@@ -55,12 +57,16 @@ def check_ops(ops: Any) -> list[tuple[str, list[str], Any]]:
             ):
                 raise ValueError(f"$inc {path!r}: amount must be a finite number, not {operand!r}")
             if op == "$pop" and (isinstance(operand, bool) or operand not in (1, -1)):
-                raise ValueError(f"$pop {path!r}: operand must be 1 (last) or -1 (first), not {operand!r}")
+                raise ValueError(
+                    f"$pop {path!r}: operand must be 1 (last) or -1 (first), not {operand!r}"
+                )
             if op in ("$set", "$push"):
                 try:
                     json.dumps(operand, allow_nan=False)
                 except (TypeError, ValueError) as exc:
-                    raise TypeError(f"{op} {path!r}: operand is not JSON-serializable: {exc}") from None
+                    raise TypeError(
+                        f"{op} {path!r}: operand is not JSON-serializable: {exc}"
+                    ) from None
             steps.append((op, parts, operand))
     return steps
 
@@ -136,7 +142,9 @@ def decode_object(raw: str | None, key: str) -> dict[str, Any]:
         doc = raw
     if not isinstance(doc, dict):
         shown = raw if len(raw) <= 40 else raw[:40] + "..."
-        raise ValueError(f"value of {key!r} is not a JSON object, so update cannot apply: {shown!r}")
+        raise ValueError(
+            f"value of {key!r} is not a JSON object, so update cannot apply: {shown!r}"
+        )
     return doc
 
 

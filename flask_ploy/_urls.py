@@ -42,7 +42,9 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def split_hosts(netloc: str, default_port: int) -> tuple[str | None, str | None, list[tuple[str, int]]]:
+def split_hosts(
+    netloc: str, default_port: int
+) -> tuple[str | None, str | None, list[tuple[str, int]]]:
     """Split ``user:pw@h1:p1,h2:p2`` into user, password and host pairs."""
     user = password = None
     if "@" in netloc:

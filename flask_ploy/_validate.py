@@ -21,7 +21,9 @@ INT_RE = re.compile(r"(?:0|-?[1-9][0-9]{0,18})\Z")
 
 def is_counter(value: str | None) -> bool:
     """Whether *value* is a canonical decimal integer in the 64-bit range."""
-    return value is not None and INT_RE.match(value) is not None and INT_MIN <= int(value) <= INT_MAX
+    return (
+        value is not None and INT_RE.match(value) is not None and INT_MIN <= int(value) <= INT_MAX
+    )
 
 
 def _type_name(obj: object) -> str:
@@ -92,12 +94,11 @@ def check_ttl(ttl: Any) -> int | None:
             ttl = int(ttl)
         else:
             raise TypeError(
-                f"ttl must be an int number of seconds or a timedelta,"
-                f" not {_type_name(ttl)}"
+                f"ttl must be an int number of seconds or a timedelta, not {_type_name(ttl)}"
             )
     if ttl < 1:
         raise ValueError(f"ttl must be at least 1 second, got {ttl}")
-    return ttl
+    return int(ttl)
 
 
 def check_amount(amount: Any) -> int:
@@ -112,7 +113,7 @@ def check_amount(amount: Any) -> int:
         amount = int(amount)
     if not INT_MIN <= amount <= INT_MAX:
         raise ValueError(f"amount {amount} is outside the 64-bit integer range")
-    return amount
+    return int(amount)
 
 
 def check_keys(keys: Any, max_bytes: int) -> list[str]:
@@ -122,9 +123,7 @@ def check_keys(keys: Any, max_bytes: int) -> list[str]:
         is not a ``str``.
     """
     if isinstance(keys, (str, bytes)) or not hasattr(keys, "__iter__"):
-        raise TypeError(
-            f"keys must be an iterable of str (a list, say), not {_type_name(keys)}"
-        )
+        raise TypeError(f"keys must be an iterable of str (a list, say), not {_type_name(keys)}")
     out = list(keys)
     for key in out:
         check_key(key, max_bytes)
@@ -150,8 +149,7 @@ def not_integer(key: str, value: str | None, amount: int) -> ValueError:
     """The error raised by ``incr`` when it cannot add *amount* to *value*."""
     if is_counter(value):
         return ValueError(
-            f"incr({key!r}, {amount}) would overflow the 64-bit integer range"
-            f" (value is {value})"
+            f"incr({key!r}, {amount}) would overflow the 64-bit integer range (value is {value})"
         )
     shown = value if value is None or len(value) <= 40 else value[:40] + "..."
     return ValueError(

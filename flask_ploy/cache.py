@@ -198,7 +198,7 @@ class MemoryBackend(CacheBackend):
         may pass a fake clock.
     """
 
-    schemes = ("memory",)
+    schemes: ClassVar[tuple[str, ...]] = ("memory",)
 
     def __init__(
         self,
@@ -349,7 +349,7 @@ class RedisBackend(CacheBackend):
     ...); ``connection_pool`` hands in an existing pool instead.
     """
 
-    schemes = ("redis", "rediss", "unix")
+    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix")
     errors = _REDIS_ERRORS
 
     def __init__(
@@ -467,7 +467,7 @@ class RedisSentinelBackend(RedisBackend):
     sentinels need one too.
     """
 
-    schemes = ("redis+sentinel",)
+    schemes: ClassVar[tuple[str, ...]] = ("redis+sentinel",)
 
     @staticmethod
     def _make_client(url: str, options: dict[str, Any]) -> Any:
@@ -496,8 +496,8 @@ class RedisSentinelBackend(RedisBackend):
             "socket_timeout": options.get("socket_timeout"),
             "socket_connect_timeout": options.get("socket_connect_timeout"),
         }
-        sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **options)
-        return sentinel.master_for(service)
+        sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **options)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(service)  # type: ignore[no-untyped-call]
 
 
 class RedisClusterBackend(RedisBackend):
@@ -508,7 +508,7 @@ class RedisClusterBackend(RedisBackend):
     per node rather than one in all).
     """
 
-    schemes = ("redis+cluster",)
+    schemes: ClassVar[tuple[str, ...]] = ("redis+cluster",)
 
     @staticmethod
     def _make_client(url: str, options: dict[str, Any]) -> Any:
@@ -532,9 +532,8 @@ class RedisClusterBackend(RedisBackend):
         options.pop("health_check_interval", None)
         options.setdefault("decode_responses", True)
         options.setdefault("retry", Retry(NoBackoff(), 1))
-        return RedisCluster(
-            startup_nodes=[ClusterNode(h, p) for h, p in hosts], **options
-        )
+        nodes = [ClusterNode(h, p) for h, p in hosts]  # type: ignore[no-untyped-call]
+        return RedisCluster(startup_nodes=nodes, **options)
 
     def get_many(self, keys: list[str]) -> list[str | None]:
         if not keys:
@@ -597,7 +596,8 @@ def backend_for_client(client: Any, cooldown: float = 1.0) -> CacheBackend:
         host = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
         return RedisBackend(f"redis://{host}", cooldown, client=client)
     raise TypeError(
-        f"cache_client must be a redis.Redis or redis.cluster.RedisCluster, not {type(client).__name__}"
+        "cache_client must be a redis.Redis or redis.cluster.RedisCluster,"
+        f" not {type(client).__name__}"
     )
 
 
@@ -621,7 +621,7 @@ class Cache:
     write nothing.
     """
 
-    __slots__ = ("name", "resource", "backend", "_ns", "_kmax", "_kfast", "_vmax", "_raise")
+    __slots__ = ("_kfast", "_kmax", "_ns", "_raise", "_vmax", "backend", "name", "resource")
 
     def __init__(
         self,
@@ -647,7 +647,9 @@ class Cache:
         self._raise = on_error == "raise"
 
     def __repr__(self) -> str:
-        return f"<Cache {self.name} resource={self.resource!r} backend={self.backend.display_url!r}>"
+        return (
+            f"<Cache {self.name} resource={self.resource!r} backend={self.backend.display_url!r}>"
+        )
 
     # -- failure policy ---------------------------------------------------
 
@@ -679,11 +681,13 @@ class Cache:
             check_key(key, self._kmax)
         backend = self.backend
         if backend.down_until and backend.is_down():
-            return self._down("get")
+            self._down("get")
+            return None
         try:
             return backend.get(self._ns + key)
         except backend.errors as exc:
-            return self._failed("get", exc)
+            self._failed("get", exc)
+            return None
 
     def set(self, key: str, value: str, ttl: int | timedelta | None = None) -> None:
         """Store *value* under *key*, replacing any value, for *ttl* seconds.
@@ -698,9 +702,10 @@ class Cache:
             ttl = check_ttl(ttl)
         backend = self.backend
         if backend.down_until and backend.is_down():
-            return self._down("set")
+            self._down("set")
+            return
         try:
-            backend.set(self._ns + key, value, ttl)  # type: ignore[arg-type]
+            backend.set(self._ns + key, value, ttl)
         except backend.errors as exc:
             self._failed("set", exc)
 
@@ -788,7 +793,8 @@ class Cache:
         ttl = check_ttl(ttl)
         backend = self.backend
         if backend.down_until and backend.is_down():
-            return self._down("set_many")
+            self._down("set_many")
+            return
         ns = self._ns
         try:
             backend.set_many([(ns + k, v) for k, v in items], ttl)

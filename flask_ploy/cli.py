@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import click
 from flask.cli import AppGroup
 
 ploy_cli = AppGroup("ploy", help="Inspect and manage the Ploy bindings of this app.")

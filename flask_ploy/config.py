@@ -56,7 +56,7 @@ class Bindings:
         return None
 
 
-class _Mapping(dict):  # type: ignore[type-arg]
+class _Mapping(dict[Any, Any]):
     """A dict that remembers the line of each key, for error messages."""
 
     lines: dict[Any, int]
@@ -65,12 +65,12 @@ class _Mapping(dict):  # type: ignore[type-arg]
 class _Loader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses duplicate keys and records key lines."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:  # type: ignore[override]
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
         self.flatten_mapping(node)
         result = _Mapping()
         result.lines = {}
         for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             try:
                 hash(key)
             except TypeError:
@@ -88,14 +88,14 @@ class _Loader(yaml.SafeLoader):
                     f"duplicate key {key!r} (first on line {result.lines[key]})",
                     key_node.start_mark,
                 )
-            result[key] = self.construct_object(value_node, deep=deep)  # type: ignore[no-untyped-call]
+            result[key] = self.construct_object(value_node, deep=deep)
             result.lines[key] = line
         return result
 
 
 _Loader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _Loader.construct_mapping,  # type: ignore[arg-type]
+    _Loader.construct_mapping,
 )
 
 
@@ -145,8 +145,7 @@ def validate(doc: Any, source: str) -> Bindings:
     """
     if doc is None:
         raise PloyConfigError(
-            f"{source}: the file is empty; expected a mapping such as"
-            " 'cache: {CACHE: default}'"
+            f"{source}: the file is empty; expected a mapping such as 'cache: {{CACHE: default}}'"
         )
     if not isinstance(doc, Mapping):
         raise PloyConfigError(
@@ -323,7 +322,8 @@ def read_settings(config: Mapping[str, Any], bindings: Bindings) -> Settings:
     table = config["PLOY_STATE_TABLE"]
     if not isinstance(table, str) or not re.match(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z", table):
         raise PloyConfigError(
-            f"app.config['PLOY_STATE_TABLE'] must be a SQL identifier such as ploy_state, got {table!r}"
+            "app.config['PLOY_STATE_TABLE'] must be a SQL identifier such as"
+            f" ploy_state, got {table!r}"
         )
     resources: dict[str, dict[str, Any]] = {}
     for kind, key in (("cache", "PLOY_CACHE_RESOURCES"), ("state", "PLOY_STATE_RESOURCES")):
@@ -339,7 +339,9 @@ def read_settings(config: Mapping[str, Any], bindings: Bindings) -> Settings:
     for key in ("PLOY_CACHE_URL", "PLOY_STATE_URL"):
         url = config.get(key)
         if url is not None and not isinstance(url, str):
-            raise PloyConfigError(f"app.config[{key!r}] must be a URL str, not {type(url).__name__}")
+            raise PloyConfigError(
+                f"app.config[{key!r}] must be a URL str, not {type(url).__name__}"
+            )
     bind = config.get("PLOY_STATE_BIND")
     return Settings(
         cache_url=config.get("PLOY_CACHE_URL"),

@@ -308,7 +308,9 @@ def _resolve_sqlite(url: str | None, instance_path: str) -> str:
     if not db or db == ":memory:" or db.startswith("file:") or os.path.isabs(db):
         return url
     os.makedirs(instance_path, exist_ok=True)
-    return parsed.set(database=os.path.join(instance_path, db)).render_as_string(hide_password=False)
+    return parsed.set(database=os.path.join(instance_path, db)).render_as_string(
+        hide_password=False
+    )
 
 
 def _push_env(globals_: Any, state: _AppState) -> None:

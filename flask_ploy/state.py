@@ -19,21 +19,31 @@ returns, and multi-statement operations run in one explicit transaction.
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import os
 import random
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
 from . import _update
 from ._urls import redact_url
-from ._validate import check_amount, check_key, check_keys, check_mapping, check_value, is_counter, not_integer
+from ._validate import (
+    check_amount,
+    check_key,
+    check_keys,
+    check_mapping,
+    check_value,
+    is_counter,
+    not_integer,
+)
 from .errors import PloyConfigError, StateUnavailable
 
 if TYPE_CHECKING:
@@ -139,7 +149,9 @@ class _Dialect:
         return text
 
     def placeholders(self, n: int) -> str:
-        return ", ".join(["%s" if self.sa_dialect.paramstyle in ("format", "pyformat") else "?"] * n)
+        return ", ".join(
+            ["%s" if self.sa_dialect.paramstyle in ("format", "pyformat") else "?"] * n
+        )
 
     def upsert_sql(self) -> str:
         raise NotImplementedError
@@ -219,7 +231,11 @@ class _SQLite(_Dialect):
 
     def retryable(self, exc: BaseException) -> bool:
         msg = str(exc).lower()
-        return "database is locked" in msg or "database is busy" in msg or "database table is locked" in msg
+        return (
+            "database is locked" in msg
+            or "database is busy" in msg
+            or "database table is locked" in msg
+        )
 
 
 class _Postgres(_Dialect):
@@ -244,7 +260,8 @@ class _Postgres(_Dialect):
         return (
             f"INSERT INTO {t} (resource, {self.k}, {v}) VALUES (?, ?, ?)"
             f" ON CONFLICT (resource, {self.k}) DO UPDATE"
-            f" SET {v} = convert_to(CAST(CAST({text} AS bigint) + CAST(? AS bigint) AS text), 'UTF8')"
+            f" SET {v} = convert_to("
+            f"CAST(CAST({text} AS bigint) + CAST(? AS bigint) AS text), 'UTF8')"
             f" WHERE {text} ~ '^(0|-{{0,1}}[1-9][0-9]{{0,18}})$'"
             f" RETURNING {v}"
         )
@@ -296,15 +313,19 @@ class _MySQL(_Dialect):
         return previous
 
     def retryable(self, exc: BaseException) -> bool:
-        args = getattr(exc, "args", ())
-        return bool(args) and args[0] in (1213, 1205)
+        return _mysql_code(exc) in (1213, 1205)
 
     def value_error(self, exc: BaseException) -> bool:
-        args = getattr(exc, "args", ())
-        return bool(args) and args[0] in (1690, 1292, 1264, 1366)
+        return _mysql_code(exc) in (1690, 1292, 1264, 1366)
 
     def added(self, cur: Any) -> bool:
         return True  # a duplicate raises IntegrityError instead
+
+
+def _mysql_code(exc: BaseException) -> Any:
+    """The MySQL error number of a PyMySQL/mysqlclient error, or ``None``."""
+    args: tuple[Any, ...] = getattr(exc, "args", ())
+    return args[0] if args else None
 
 
 _DIALECTS: dict[str, type[_Dialect]] = {
@@ -333,7 +354,7 @@ class StateSettings:
 class _Lease:
     """A connection borrowed for one app context."""
 
-    __slots__ = ("fairy", "conn", "cur", "restore", "in_tx")
+    __slots__ = ("conn", "cur", "fairy", "in_tx", "restore")
 
     def __init__(self, fairy: Any, conn: Any, restore: bool | None) -> None:
         self.fairy = fairy
@@ -405,8 +426,7 @@ class StateStore:
                 engines = self._db.engines
             except RuntimeError as exc:
                 raise RuntimeError(
-                    f"FlaskPloy was given db={self._db!r}, but {exc}"
-                    " Call db.init_app(app) as well."
+                    f"FlaskPloy was given db={self._db!r}, but {exc} Call db.init_app(app) as well."
                 ) from exc
             key = self._bind
             if key not in engines:
@@ -562,9 +582,8 @@ def _create_engine(url: str, options: dict[str, Any]) -> sa.Engine:
         hint = ""
         if isinstance(exc, ImportError):
             extra = "postgres" if backend == "postgresql" else "mysql"
-            hint = (
-                f"; install the driver with pip install 'flask-ploy[{extra}]'"
-                + (" and use a mysql+pymysql:// or mariadb+pymysql:// URL" if extra == "mysql" else "")
+            hint = f"; install the driver with pip install 'flask-ploy[{extra}]'" + (
+                " and use a mysql+pymysql:// or mariadb+pymysql:// URL" if extra == "mysql" else ""
             )
         raise PloyConfigError(f"state URL {redact_url(url)}: {exc}{hint}") from None
 
@@ -587,8 +606,19 @@ class State:
     """
 
     __slots__ = (
-        "name", "resource", "_store", "_env", "_cur", "_d", "_bin",
-        "_kmax", "_kfast", "_vmax", "_q_get", "_q_set", "_q_delete",
+        "_bin",
+        "_cur",
+        "_d",
+        "_env",
+        "_kfast",
+        "_kmax",
+        "_q_delete",
+        "_q_get",
+        "_q_set",
+        "_store",
+        "_vmax",
+        "name",
+        "resource",
     )
 
     def __init__(self, name: str, resource: str, store: StateStore, env: Env) -> None:
@@ -607,7 +637,9 @@ class State:
         self._bin = True
 
     def __repr__(self) -> str:
-        return f"<State {self.name} resource={self.resource!r} database={self._store.display_url!r}>"
+        return (
+            f"<State {self.name} resource={self.resource!r} database={self._store.display_url!r}>"
+        )
 
     # -- connection -------------------------------------------------------
 
@@ -635,7 +667,7 @@ class State:
         lease = self._env._leases.get(self._store)
         if lease is not None and self._d is not None:
             try:
-                disconnect = self._d.sa_dialect.is_disconnect(exc, lease.conn, self._cur)
+                disconnect = self._d.sa_dialect.is_disconnect(exc, lease.conn, self._cur)  # type: ignore[arg-type]
             except Exception:  # pragma: no cover - defensive
                 disconnect = True
             if disconnect or not _alive(lease):
@@ -684,17 +716,17 @@ class State:
                         time.sleep(delay * (0.5 + random.random()))
                         delay = min(delay * 2, 0.1)
                         continue
-                if isinstance(exc, (TypeError, ValueError, StateUnavailable, KeyboardInterrupt, SystemExit)):
+                if isinstance(
+                    exc, (TypeError, ValueError, StateUnavailable, KeyboardInterrupt, SystemExit)
+                ):
                     raise
                 if d.value_error(exc):
                     raise
                 raise self._failed(exc, op) from exc
 
     def _rollback(self, cur: Any, lease: _Lease | None) -> None:
-        try:
+        with contextlib.suppress(Exception):  # the error being handled says more
             cur.execute("ROLLBACK")
-        except Exception:  # noqa: S110 - the error being handled says more
-            pass
         if lease is not None:
             lease.in_tx = False
 
@@ -716,7 +748,7 @@ class State:
             row = cur.fetchone()
         except Exception as exc:
             return self._recover(exc, "get", lambda c: self._get(c, key))
-        return None if row is None else row[0]  # type: ignore[no-any-return]
+        return None if row is None else row[0]
 
     def set(self, key: str, value: str) -> None:
         """Store *value* under *key*, replacing any value. Committed on return."""
@@ -808,7 +840,7 @@ class State:
             try:
                 cur.execute(d.add, (self.resource, k, v))
             except Exception as exc:
-                if d.name == "mysql" and getattr(exc, "args", (None,))[0] == 1062:
+                if d.name == "mysql" and _mysql_code(exc) == 1062:
                     return False
                 raise
             return d.added(cur)
@@ -860,7 +892,7 @@ class State:
         try:
             cur.execute(d.add, (self.resource, k, v))
         except Exception as exc:
-            if d.name == "mysql" and getattr(exc, "args", (None,))[0] == 1062:
+            if d.name == "mysql" and _mysql_code(exc) == 1062:
                 return False
             raise
         return d.added(cur)
@@ -933,7 +965,9 @@ class State:
 
     # -- listing --------------------------------------------------------------
 
-    def list(self, prefix: str = "", *, limit: int = LIST_MAX, cursor: str | None = None) -> ListResult:
+    def list(
+        self, prefix: str = "", *, limit: int = LIST_MAX, cursor: str | None = None
+    ) -> ListResult:
         """List keys starting with *prefix*, in ascending bytewise order.
 
         ``%`` and ``_`` in *prefix* match themselves. Pass the returned
@@ -956,7 +990,7 @@ class State:
 
     def _scan(
         self, prefix: str, after: str | None, limit: int, *, with_values: bool
-    ) -> list[tuple[str, str | None]]:
+    ) -> builtins.list[tuple[str, str | None]]:
         """Up to *limit* ``(key, value)`` rows with *prefix*, after *after*."""
         if self._cur is None:
             self._borrow()
@@ -975,7 +1009,7 @@ class State:
         if hi is not None:
             params += (hi,)
 
-        def body(cur: Any) -> list[tuple[str, str | None]]:
+        def body(cur: Any) -> builtins.list[tuple[str, str | None]]:
             cur.execute(sql, params)
             if with_values:
                 return [(self._s(k), self._s(v)) for k, v in cur.fetchall()]
@@ -993,8 +1027,7 @@ class State:
         after: str | None = None
         while True:
             rows = self._scan(prefix, after, page_size, with_values=True)
-            for key, value in rows:
-                yield key, value  # type: ignore[misc]
+            yield from rows  # type: ignore[misc]
             if len(rows) < page_size:
                 return
             after = rows[-1][0]
@@ -1012,7 +1045,9 @@ class State:
 
         return self._run("count", body, tx=False)
 
-    def load(self, pairs: Iterable[tuple[str, str]], *, replace: bool = False, batch: int = 1000) -> int:
+    def load(
+        self, pairs: Iterable[tuple[str, str]], *, replace: bool = False, batch: int = 1000
+    ) -> int:
         """Write *pairs* in one transaction; return how many.
 
         With *replace*, the resource is emptied first, in the same
@@ -1028,7 +1063,7 @@ class State:
             if replace:
                 cur.execute(d.clear, (self.resource,))
             n = 0
-            rows: list[tuple[Any, ...]] = []
+            rows: builtins.list[tuple[Any, ...]] = []
             for key, value in pairs:
                 check_key(key, self._kmax)
                 check_value(value, self._vmax)

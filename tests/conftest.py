@@ -106,7 +106,9 @@ def make_app(tmp_path: Any) -> Iterator[AppFactory]:
     """
     made: list[tuple[Flask, FlaskPloy]] = []
 
-    def factory(bindings: Any = None, *, db: Any = None, cache_client: Any = None, **config: Any) -> Flask:
+    def factory(
+        bindings: Any = None, *, db: Any = None, cache_client: Any = None, **config: Any
+    ) -> Flask:
         app = Flask("ploytest", root_path=str(tmp_path), instance_path=str(tmp_path / "instance"))
         app.config["TESTING"] = True
         app.config["PLOY_BINDINGS"] = BINDINGS if bindings is None else bindings
@@ -146,13 +148,13 @@ def cache_env(cache_app: Flask) -> Iterator[Any]:
 
 
 @pytest.fixture
-def state_app(make_app: AppFactory, state_url: str, state_table: str) -> Iterator[Flask]:
+def state_app(make_app: AppFactory, state_url: str, state_table: str) -> Flask:
     """An app whose state runs on each database, emptied before the test."""
     app = make_app(PLOY_STATE_URL=state_url, PLOY_STATE_TABLE=state_table)
     with app.app_context():
         g.env.STATE.clear()
         g.env.USER_STATE.clear()
-    yield app
+    return app
 
 
 @pytest.fixture

@@ -22,7 +22,9 @@ import pytest
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 REDIS_URL = os.environ.get("PLOY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-POSTGRES_URL = os.environ.get("PLOY_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "PLOY_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
+)
 MARIADB_URL = os.environ.get("PLOY_TEST_MARIADB_URL", "mariadb+pymysql://root@127.0.0.1:3306/test")
 
 
@@ -127,9 +129,23 @@ class RedisProc:
 def _spawn(port: int, workdir: str, extra: list[str]) -> subprocess.Popen[bytes]:
     assert REDIS_SERVER is not None
     cmd = [
-        REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", workdir, "--daemonize", "no",
-        "--protected-mode", "no", "--loglevel", "warning",
+        REDIS_SERVER,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        workdir,
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "no",
+        "--loglevel",
+        "warning",
         *extra,
     ]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -156,14 +172,35 @@ def start_redis(extra: list[str] | None = None, port: int | None = None) -> Redi
 @contextlib.contextmanager
 def redis_cluster(masters: int = 3) -> Iterator[str]:
     """A real Redis Cluster of *masters* masters on loopback; yields its URL."""
-    procs = [start_redis(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                          "--cluster-node-timeout", "2000"]) for _ in range(masters)]
+    procs = [
+        start_redis(
+            [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ]
+        )
+        for _ in range(masters)
+    ]
     try:
         assert REDIS_CLI is not None
         subprocess.run(
-            [REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{p.port}" for p in procs),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
+            [
+                REDIS_CLI,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p.port}" for p in procs),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
         )
         import redis
 
@@ -195,8 +232,9 @@ def redis_sentinel() -> Iterator[str]:
             "sentinel down-after-milliseconds ploymaster 5000\n"
         )
     assert REDIS_SERVER is not None
-    proc = subprocess.Popen([REDIS_SERVER, conf, "--sentinel"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [REDIS_SERVER, conf, "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         _wait_port(port)
         import redis
@@ -205,7 +243,8 @@ def redis_sentinel() -> Iterator[str]:
         while time.monotonic() < deadline:
             with contextlib.suppress(Exception):
                 addr = redis.Redis(port=port).execute_command(
-                    "SENTINEL", "get-master-addr-by-name", "ploymaster")
+                    "SENTINEL", "get-master-addr-by-name", "ploymaster"
+                )
                 if addr:
                     break
             time.sleep(0.1)

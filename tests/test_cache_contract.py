@@ -100,7 +100,9 @@ def test_incr_64bit_limits(cache_env: Any) -> None:
         c.incr("x", 2**63)
 
 
-@pytest.mark.parametrize("value", ["abc", "1.5", "007", " 5", "5 ", "+5", "-0", "", "1e3", str(2**63)])
+@pytest.mark.parametrize(
+    "value", ["abc", "1.5", "007", " 5", "5 ", "+5", "-0", "", "1e3", str(2**63)]
+)
 def test_incr_refuses_a_non_integer_and_leaves_it(cache_env: Any, value: str) -> None:
     cache_env.CACHE.set("k", value)
     with pytest.raises(ValueError, match="not an integer"):
@@ -268,7 +270,12 @@ BAD_CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any], type[Exception], str
 
 @pytest.mark.parametrize(("op", "args", "kwargs", "exc", "match"), BAD_CALLS)
 def test_bad_input_raises_and_writes_nothing(
-    cache_env: Any, op: str, args: tuple[Any, ...], kwargs: dict[str, Any], exc: type[Exception], match: str
+    cache_env: Any,
+    op: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    exc: type[Exception],
+    match: str,
 ) -> None:
     cache_env.CACHE.set("k", "before")
     with pytest.raises(exc, match=match):
@@ -278,7 +285,9 @@ def test_bad_input_raises_and_writes_nothing(
 
 
 def test_value_size_limit(make_app: Any, cache_url: str) -> None:
-    app = make_app(PLOY_CACHE_URL=cache_url, PLOY_MAX_VALUE_BYTES=100, PLOY_CACHE_KEY_PREFIX="tvalsize")
+    app = make_app(
+        PLOY_CACHE_URL=cache_url, PLOY_MAX_VALUE_BYTES=100, PLOY_CACHE_KEY_PREFIX="tvalsize"
+    )
     with app.app_context():
         c = g.env.CACHE
         c.set("k", "x" * 100)

@@ -24,7 +24,9 @@ def test_set_get_round_trip(state_env: Any, value: str) -> None:
     assert state_env.STATE.get("k") == value
 
 
-@pytest.mark.parametrize("key", [s for s in ODD_STRINGS if s] + ["k" * 512, "é" * 256, "\U0010ffff"])
+@pytest.mark.parametrize(
+    "key", [s for s in ODD_STRINGS if s] + ["k" * 512, "é" * 256, "\U0010ffff"]
+)
 def test_odd_keys(state_env: Any, key: str) -> None:
     s = state_env.STATE
     s.set(key, "v")
@@ -88,7 +90,9 @@ def test_incr_64bit_limits(state_env: Any) -> None:
     assert s.get("bottom") == str(-(2**63))
 
 
-@pytest.mark.parametrize("value", ["abc", "1.5", "007", " 5", "+5", "-0", "", "1e3", str(2**63), "5\x00"])
+@pytest.mark.parametrize(
+    "value", ["abc", "1.5", "007", " 5", "+5", "-0", "", "1e3", str(2**63), "5\x00"]
+)
 def test_incr_refuses_a_non_integer_and_leaves_it(state_env: Any, value: str) -> None:
     state_env.STATE.set("k", value)
     with pytest.raises(ValueError, match="not an integer"):
@@ -220,7 +224,9 @@ def test_list_sees_every_key_once_under_random_paging(state_env: Any) -> None:
         ({"cursor": 5}, TypeError, "cursor must be str"),
     ],
 )
-def test_list_bad_arguments(state_env: Any, kwargs: dict[str, Any], exc: type[Exception], match: str) -> None:
+def test_list_bad_arguments(
+    state_env: Any, kwargs: dict[str, Any], exc: type[Exception], match: str
+) -> None:
     with pytest.raises(exc, match=match):
         state_env.STATE.list(**kwargs)
 
@@ -230,13 +236,17 @@ def test_update_operators(state_env: Any) -> None:
     out = s.update("doc", {"$set": {"name": "Alice", "prefs.theme": "dark"}, "$inc": {"visits": 1}})
     assert json.loads(out) == {"name": "Alice", "prefs": {"theme": "dark"}, "visits": 1}
     assert s.get("doc") == out
-    out = s.update("doc", {"$inc": {"visits": 2.5}, "$push": {"tags": "a"}, "$unset": {"name": True}})
+    out = s.update(
+        "doc", {"$inc": {"visits": 2.5}, "$push": {"tags": "a"}, "$unset": {"name": True}}
+    )
     assert json.loads(out) == {"prefs": {"theme": "dark"}, "visits": 3.5, "tags": ["a"]}
     s.update("doc", {"$push": {"tags": "b"}})
     s.update("doc", {"$push": {"tags": "c"}})
     assert json.loads(s.update("doc", {"$pop": {"tags": -1}}))["tags"] == ["b", "c"]
     assert json.loads(s.update("doc", {"$pop": {"tags": 1}}))["tags"] == ["b"]
-    assert json.loads(s.update("doc", {"$pop": {"missing": 1}, "$unset": {"nope.deeper": ""}}))["tags"] == ["b"]
+    assert json.loads(s.update("doc", {"$pop": {"missing": 1}, "$unset": {"nope.deeper": ""}}))[
+        "tags"
+    ] == ["b"]
 
 
 @pytest.mark.parametrize(
@@ -364,4 +374,6 @@ def test_items_pages_through_everything(state_env: Any) -> None:
     data = {f"k{i:04d}": str(i) for i in range(2500)}
     state_env.STATE.set_many(data)
     assert list(state_env.STATE.items(page_size=1000)) == sorted(data.items())
-    assert list(state_env.STATE.items("k00", page_size=7)) == [(k, v) for k, v in sorted(data.items()) if k.startswith("k00")]
+    assert list(state_env.STATE.items("k00", page_size=7)) == [
+        (k, v) for k, v in sorted(data.items()) if k.startswith("k00")
+    ]
