@@ -361,7 +361,8 @@ class RedisBackend(CacheBackend):
         client: Any = None,
     ) -> None:
         super().__init__(url, cooldown)
-        self._own_client = client is None
+        # Close only what flask-ploy created, not a client or pool handed in.
+        self._own_client = client is None and "connection_pool" not in (options or {})
         if client is None:
             client = self._make_client(url, {**REDIS_DEFAULTS, **(options or {})})
         self.client = client
