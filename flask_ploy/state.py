@@ -426,7 +426,8 @@ class StateStore:
                 engines = self._db.engines
             except RuntimeError as exc:
                 raise RuntimeError(
-                    f"FlaskPloy was given db={self._db!r}, but {exc} Call db.init_app(app) as well."
+                    "FlaskPloy was given db=, but the current app is not registered"
+                    " with that Flask-SQLAlchemy instance. Call db.init_app(app) as well."
                 ) from exc
             key = self._bind
             if key not in engines:

@@ -1,0 +1,127 @@
+"""State on a Flask-SQLAlchemy ``db``: its engine, its metadata, either init order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask, g
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_ploy import FlaskPloy, PloyConfigError
+
+
+def make(tmp_path: Any, ploy_first: bool, **config: Any) -> tuple[Flask, SQLAlchemy, FlaskPloy]:
+    app = Flask("fsa", root_path=str(tmp_path), instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        TESTING=True,
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/app.db",
+        PLOY_BINDINGS={"state": {"STATE": "default", "USER_STATE": "users"}},
+        **config,
+    )
+    db = SQLAlchemy()
+
+    class Note(db.Model):  # type: ignore[name-defined,misc]
+        id = sa.Column(sa.Integer, primary_key=True)
+        text = sa.Column(sa.String(50))
+
+    ploy = FlaskPloy(db=db)
+    if ploy_first:
+        ploy.init_app(app)
+        db.init_app(app)
+    else:
+        db.init_app(app)
+        ploy.init_app(app)
+    app.Note = Note  # type: ignore[attr-defined]
+    return app, db, ploy
+
+
+@pytest.mark.parametrize("ploy_first", [True, False])
+def test_state_uses_the_users_engine_and_metadata(tmp_path: Any, ploy_first: bool) -> None:
+    app, db, ploy = make(tmp_path, ploy_first)
+    assert "ploy_state" in db.metadata.tables  # migrations (Alembic) see it
+    with app.app_context():
+        db.create_all()
+        assert set(sa.inspect(db.engine).get_table_names()) >= {"ploy_state", "note"}
+        db.session.add(app.Note(text="hi"))  # type: ignore[attr-defined]
+        db.session.commit()
+        g.env.STATE.set("k", "v")
+        assert g.env.STATE.incr("n") == 1
+        assert ploy.state_store("STATE").engine is db.engine
+        # The ORM session still works transactionally on the same pool.
+        db.session.add(app.Note(text="rolled back"))  # type: ignore[attr-defined]
+        db.session.rollback()
+        assert db.session.query(app.Note).count() == 1  # type: ignore[attr-defined]
+        assert g.env.STATE.get("k") == "v"
+    with app.app_context():
+        rows = db.session.execute(sa.text("SELECT key, value FROM ploy_state ORDER BY key")).all()
+        assert [tuple(r) for r in rows] == [("k", "v"), ("n", "1")]
+    assert "sqlalchemy" in app.extensions  # one SQLAlchemy instance: the user's
+
+
+def test_table_is_created_without_create_all(tmp_path: Any) -> None:
+    app, _, _ = make(tmp_path, ploy_first=False)
+    with app.app_context():
+        g.env.STATE.set("k", "v")
+        assert g.env.STATE.get("k") == "v"
+
+
+def test_borrowed_connection_is_restored_for_the_orm(tmp_path: Any) -> None:
+    app, db, _ = make(tmp_path, ploy_first=False)
+    with app.app_context():
+        db.create_all()
+        g.env.STATE.set("k", "v")
+    # The connection goes back in non-autocommit mode: an ORM transaction
+    # that is rolled back leaves nothing behind.
+    with app.app_context(), db.engine.connect() as conn:
+        conn.execute(sa.text("INSERT INTO note (text) VALUES ('x')"))
+        conn.rollback()
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM note")).scalar() == 0
+
+
+def test_named_bind(tmp_path: Any) -> None:
+    app, db, ploy = make(
+        tmp_path,
+        ploy_first=True,
+        SQLALCHEMY_BINDS={"kv": f"sqlite:///{tmp_path}/kv.db"},
+        PLOY_STATE_BIND="kv",
+    )
+    assert "ploy_state" in db.metadatas["kv"].tables
+    assert "ploy_state" not in db.metadata.tables
+    with app.app_context():
+        db.create_all()
+        g.env.STATE.set("k", "v")
+        assert ploy.state_store("STATE").engine is db.engines["kv"]
+        assert "ploy_state" in sa.inspect(db.engines["kv"]).get_table_names()
+        assert "ploy_state" not in sa.inspect(db.engine).get_table_names()
+
+
+def test_unknown_bind(tmp_path: Any) -> None:
+    app, _, _ = make(tmp_path, ploy_first=True, PLOY_STATE_BIND="nope")
+    with app.app_context(), pytest.raises(PloyConfigError, match="no bind 'nope'"):
+        g.env.STATE.get("k")
+
+
+def test_db_and_state_url_together_is_an_error(tmp_path: Any) -> None:
+    with pytest.raises(
+        PloyConfigError, match="PLOY_STATE_URL'] is set, but FlaskPloy was given db="
+    ):
+        make(tmp_path, ploy_first=True, PLOY_STATE_URL="sqlite://")
+
+
+def test_db_never_registered(tmp_path: Any) -> None:
+    app = Flask("fsa", root_path=str(tmp_path))
+    app.config.update(TESTING=True, PLOY_BINDINGS={"state": {"STATE": "default"}})
+    FlaskPloy(app, db=SQLAlchemy())
+    with app.app_context(), pytest.raises(RuntimeError, match="db.init_app"):
+        g.env.STATE.get("k")
+
+
+def test_resource_override_uses_its_own_engine(tmp_path: Any) -> None:
+    app, db, ploy = make(
+        tmp_path, ploy_first=False, PLOY_STATE_RESOURCES={"users": f"sqlite:///{tmp_path}/users.db"}
+    )
+    with app.app_context():
+        g.env.USER_STATE.set("u", "1")
+        assert ploy.state_store("USER_STATE").engine is not db.engine
