@@ -69,7 +69,9 @@ def test_ploy_config_absolute_path(tmp_path: Path) -> None:
     path = tmp_path / "abs.yaml"
     path.write_text("state:\n  S: default\n")
     app = Flask("cfgtest", root_path="/nonexistent")
-    app.config.update(TESTING=True, PLOY_CONFIG=str(path), PLOY_STATE_URL=f"sqlite:///{tmp_path}/s.db")
+    app.config.update(
+        TESTING=True, PLOY_CONFIG=str(path), PLOY_STATE_URL=f"sqlite:///{tmp_path}/s.db"
+    )
     FlaskPloy(app)
     assert app.extensions["ploy"].bindings(app).get("S") is not None
 
@@ -82,13 +84,17 @@ def test_inline_bindings(tmp_path: Path) -> None:
 
 
 def test_inline_and_file_together_is_an_error(tmp_path: Path) -> None:
-    msg = config_error(tmp_path, SEED_YAML, PLOY_BINDINGS={"cache": {"C": "default"}}, PLOY_CONFIG="ploy.yaml")
+    msg = config_error(
+        tmp_path, SEED_YAML, PLOY_BINDINGS={"cache": {"C": "default"}}, PLOY_CONFIG="ploy.yaml"
+    )
     assert "either PLOY_BINDINGS" in msg
 
 
 def test_missing_file(tmp_path: Path) -> None:
     app = Flask("cfgtest", root_path=str(tmp_path))
-    with pytest.raises(PloyConfigError, match=re.escape(str(tmp_path / "ploy.yaml")) + ".*not found"):
+    with pytest.raises(
+        PloyConfigError, match=re.escape(str(tmp_path / "ploy.yaml")) + ".*not found"
+    ):
         FlaskPloy(app)
 
 
@@ -128,7 +134,9 @@ def test_cache_and_state_must_be_mappings(tmp_path: Path, section: str) -> None:
     assert "line 1" in msg
 
 
-@pytest.mark.parametrize("name", ["cache", "My_Cache", "1CACHE", "CACHE-1", "_CACHE", "CÄCHE", "123"])
+@pytest.mark.parametrize(
+    "name", ["cache", "My_Cache", "1CACHE", "CACHE-1", "_CACHE", "CÄCHE", "123"]
+)
 def test_binding_name_rule(tmp_path: Path, name: str) -> None:
     msg = config_error(tmp_path, f"cache:\n  {name}: default\n")
     assert f"cache.{name}: binding name must match ^[A-Z][A-Z0-9_]*$" in msg
@@ -140,7 +148,9 @@ def test_binding_name_may_not_start_with_ploy(tmp_path: Path) -> None:
     assert "state.PLOY_STATE: binding names starting with PLOY_ are reserved" in msg
 
 
-@pytest.mark.parametrize("resource", ["Default", "my-cache", "1cache", "_x", "", "null", "5", "[a]"])
+@pytest.mark.parametrize(
+    "resource", ["Default", "my-cache", "1cache", "_x", "", "null", "5", "[a]"]
+)
 def test_resource_name_rule(tmp_path: Path, resource: str) -> None:
     msg = config_error(tmp_path, f"cache:\n  CACHE: {resource}\n")
     assert "cache.CACHE: resource name" in msg
@@ -204,7 +214,9 @@ def test_separate_resources_and_shared_resources(tmp_path: Path) -> None:
 
 def make(tmp_path: Path, **config: Any) -> Flask:
     app = Flask("cfgtest", root_path=str(tmp_path), instance_path=str(tmp_path / "instance"))
-    app.config.update(TESTING=True, PLOY_BINDINGS={"cache": {"CACHE": "default"}, "state": {"STATE": "default"}})
+    app.config.update(
+        TESTING=True, PLOY_BINDINGS={"cache": {"CACHE": "default"}, "state": {"STATE": "default"}}
+    )
     app.config.update(config)
     FlaskPloy(app)
     return app
@@ -226,7 +238,10 @@ def make(tmp_path: Path, **config: Any) -> Flask:
         ({"PLOY_STATE_BUSY_TIMEOUT": 0}, "PLOY_STATE_BUSY_TIMEOUT'] must be at least"),
         ({"PLOY_STATE_SQLITE_SYNCHRONOUS": "SOMETIMES"}, "one of OFF, NORMAL, FULL, EXTRA"),
         ({"PLOY_STATE_TABLE": "ploy state"}, "must be a SQL identifier"),
-        ({"PLOY_CACHE_RESOURCES": {"sesions": "memory://"}}, "names resource 'sesions', which no cache binding"),
+        (
+            {"PLOY_CACHE_RESOURCES": {"sesions": "memory://"}},
+            "names resource 'sesions', which no cache binding",
+        ),
         ({"PLOY_STATE_RESOURCES": {"users": "sqlite://"}}, "state resources are default"),
         ({"PLOY_CACHE_RESOURCES": ["memory://"]}, "must be a dict, not list"),
         ({"PLOY_CACHE_OPTIONS": "socket_timeout=1"}, "PLOY_CACHE_OPTIONS'] must be a dict"),

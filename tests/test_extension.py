@@ -58,7 +58,10 @@ def test_forgotten_init_app_is_explained(make_app: Any, tmp_path: Path) -> None:
     make_app()
     other = Flask("other", root_path=str(tmp_path))
     ext = FlaskPloy()
-    with other.app_context(), pytest.raises(RuntimeError, match="Did you forget to call 'init_app'"):
+    with (
+        other.app_context(),
+        pytest.raises(RuntimeError, match="Did you forget to call 'init_app'"),
+    ):
         ext.bindings()
     with other.app_context():
         assert not hasattr(g, "env")
@@ -123,7 +126,14 @@ def test_unknown_binding_lists_the_valid_ones(make_app: Any) -> None:
         assert getattr(g.env, "NOPE", None) is None
         assert "STATE" in g.env
         assert "NOPE" not in g.env
-        assert list(g.env) == ["CACHE", "SESSION_CACHE", "ALIAS_CACHE", "STATE", "USER_STATE", "ALIAS_STATE"]
+        assert list(g.env) == [
+            "CACHE",
+            "SESSION_CACHE",
+            "ALIAS_CACHE",
+            "STATE",
+            "USER_STATE",
+            "ALIAS_STATE",
+        ]
 
 
 def _pool(app: Flask) -> Any:
@@ -208,7 +218,9 @@ def test_cache_client_is_shared(make_app: Any) -> None:
     from . import servers
 
     servers.need(servers.redis_ok(), "Redis")
-    pool = redis.BlockingConnectionPool.from_url(servers.REDIS_URL, max_connections=4, decode_responses=True)
+    pool = redis.BlockingConnectionPool.from_url(
+        servers.REDIS_URL, max_connections=4, decode_responses=True
+    )
     client = redis.Redis(connection_pool=pool)
     app = make_app(cache_client=client, PLOY_CACHE_KEY_PREFIX="tshared")
     with app.app_context():
@@ -249,7 +261,9 @@ def test_cache_client_and_url_together_is_an_error(make_app: Any) -> None:
 
     from flask_ploy import PloyConfigError
 
-    with pytest.raises(PloyConfigError, match="PLOY_CACHE_URL'] is set, but FlaskPloy was given cache_client"):
+    with pytest.raises(
+        PloyConfigError, match="PLOY_CACHE_URL'] is set, but FlaskPloy was given cache_client"
+    ):
         make_app(cache_client=redis.Redis(), PLOY_CACHE_URL="redis://127.0.0.1:6379/0")
 
 
