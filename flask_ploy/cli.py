@@ -1,7 +1,829 @@
-"""The ``flask ploy`` commands."""
+"""The ``flask ploy`` commands.
+
+``FlaskPloy.init_app`` adds the ``ploy`` group to the app's CLI:
+
+- ``flask ploy config``: the resolved bindings, passwords masked.
+- ``flask ploy check``: ping every backend, exit 1 if one is down.
+- ``flask ploy state get|set|delete|list|dump|load``: a State binding.
+- ``flask ploy cache get|set|delete``: a Cache binding.
+- ``flask ploy types``: write the typed ``PloyEnv`` module.
+
+An unknown binding, or one of the other kind, is a usage error (exit code
+2) that lists the valid bindings; a failing backend or bad input exits 1.
+"""
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import difflib
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from json.encoder import encode_basestring
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, NoReturn
+
+import click
+from flask import current_app, g
 from flask.cli import AppGroup
 
+from . import config as _config
+from . import typegen
+from ._validate import check_key, check_value
+from .cache import Cache
+from .errors import PloyError
+from .state import LIST_MAX, State
+
+if TYPE_CHECKING:
+    from .extension import FlaskPloy, _AppState
+
+#: Bytes read from a load file at a time.
+CHUNK = 1 << 16
+#: Keys per page when dumping.
+PAGE = 1000
+
 ploy_cli = AppGroup("ploy", help="Inspect and manage the Ploy bindings of this app.")
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+
+
+def _ext() -> FlaskPloy:
+    """The app's FlaskPloy, or a clear error if it has none."""
+    ext: FlaskPloy | None = current_app.extensions.get("ploy")
+    if ext is None:
+        raise click.ClickException(
+            f"The app {current_app.import_name!r} does not use flask-ploy: create"
+            " FlaskPloy(app), or call ploy.init_app(app), in the app or its factory"
+        )
+    return ext
+
+
+def _app_state() -> _AppState:
+    return _ext()._get_state(current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _reporting() -> Iterator[None]:
+    """Turn flask-ploy errors into a one-line ``Error: ...`` and exit code 1."""
+    try:
+        yield
+    except PloyError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@contextlib.contextmanager
+def _bad_argument(hint: str) -> Iterator[None]:
+    """Turn the bindings' argument checks into a usage error (exit code 2)."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from exc
+
+
+def _check_binding(name: str, kind: str) -> None:
+    """Raise a usage error unless *name* is a binding of *kind*."""
+    bindings = _app_state().bindings
+    found = bindings.get(name)
+    if found is not None and found.kind == kind:
+        return
+    valid = [b.name for b in bindings.of_kind(kind)]
+    if found is None:
+        message = f"{name!r} is not a binding in {bindings.source}."
+        close = difflib.get_close_matches(name.upper(), valid, n=1)
+        if close:
+            message += f" Did you mean {close[0]}?"
+    else:
+        message = f"{name!r} is a {found.kind} binding, not a {kind} binding."
+    message += f" The {kind} bindings are: {', '.join(valid) or '(none)'}"
+    raise click.BadParameter(message, param_hint="'BINDING'")
+
+
+def _state(name: str) -> State:
+    """``g.env.<name>``, which must be a State binding."""
+    _check_binding(name, "state")
+    state: State = getattr(g.env, name)
+    return state
+
+
+def _cache(name: str) -> Cache:
+    """A Cache on the backend of binding *name* that raises when the backend fails.
+
+    The CLI must not report a miss when the server is down, whatever
+    ``PLOY_CACHE_ON_ERROR`` says.
+    """
+    _check_binding(name, "cache")
+    app_state = _app_state()
+    cache = app_state.caches[name]
+    s = app_state.settings
+    return Cache(
+        cache.name,
+        cache.resource,
+        cache.backend,
+        prefix=s.cache_key_prefix,
+        max_key_bytes=s.max_key_bytes,
+        max_value_bytes=s.max_value_bytes,
+        on_error="raise",
+    )
+
+
+@contextlib.contextmanager
+def _progress(length: int | None, label: str, show_pos: bool) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr if it is a terminal; yields its ``update``.
+
+    Quiet (a no-op ``update``) when stderr is piped or redirected, or when
+    the length is unknown.
+    """
+    err = sys.stderr
+    if length is None or not err.isatty():
+        yield lambda n: None
+        return
+    with click.progressbar(
+        length=length, label=label, file=err, show_pos=show_pos, show_percent=True
+    ) as bar:
+        yield bar.update
+
+
+def _keys(n: int) -> str:
+    return f"{n} key" if n == 1 else f"{n} keys"
+
+
+def _echo_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Print *rows* in left-aligned columns under *header* (like ``flask routes``)."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+# ---------------------------------------------------------------------------
+# flask ploy config / check / types
+
+
+@ploy_cli.command("config")
+def config_command() -> None:
+    """Show the bindings and their backends, passwords masked.
+
+    Reads ploy.yaml (or PLOY_BINDINGS) and the PLOY_* settings again, so
+    an edit made since the app started is checked too. Exits 1 with the
+    error if the configuration is invalid. Connects to nothing.
+    """
+    ext = _ext()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    with _reporting():
+        fresh = ext._build(app)
+    try:
+        bindings = fresh.bindings
+        rows: list[tuple[str, ...]] = []
+        for b in bindings.bindings:
+            if b.kind == "cache":
+                url = fresh.caches[b.name].backend.display_url
+            else:
+                url = fresh.states[b.name][0].display_url
+            rows.append((b.name, b.kind, b.resource, url, bindings.source))
+    finally:
+        fresh.close()
+    if not rows:
+        click.echo(f"No cache or state bindings in {bindings.source}.")
+        return
+    _echo_table(("Binding", "Kind", "Resource", "Backend", "Source"), rows)
+
+
+@ploy_cli.command("check")
+def check_command() -> None:
+    """Ping every backend; exit 1 if one is down.
+
+    Shows the latency of each backend, and the error of each one down.
+
+    The latency is the median of three round trips (PING or SELECT 1) after
+    the first, which also opens the connection.
+    """
+    app_state = _app_state()
+    targets: list[tuple[str, str, Callable[[], None], list[str]]] = []
+    for backend in app_state.cache_backends.values():
+        names = [n for n, c in app_state.caches.items() if c.backend is backend]
+        targets.append(("cache", backend.display_url, backend.ping, names))
+    for store in app_state.state_stores.values():
+        names = [n for n, (s, _) in app_state.states.items() if s is store]
+        targets.append(("state", store.display_url, store.ping, names))
+    if not targets:
+        click.echo(f"No cache or state bindings in {app_state.bindings.source}.")
+        return
+    rows: list[tuple[str, ...]] = []
+    down = 0
+    for kind, url, ping, names in targets:
+        try:
+            start = time.perf_counter()
+            ping()
+            connect = time.perf_counter() - start
+            trips = []
+            for _ in range(3):
+                start = time.perf_counter()
+                ping()
+                trips.append(time.perf_counter() - start)
+        except Exception as exc:
+            down += 1
+            reason = str(exc).strip().splitlines()
+            status, detail = "DOWN", f"{type(exc).__name__}: {reason[0] if reason else ''}"
+        else:
+            median = statistics.median(trips) * 1000
+            status, detail = "ok", f"{median:.2f} ms (connect {connect * 1000:.1f} ms)"
+        rows.append((kind, url, ", ".join(names), status, detail))
+    _echo_table(("Kind", "Backend", "Bindings", "Status", "Latency or error"), rows)
+    if down:
+        raise click.ClickException(f"{down} of {len(targets)} backends are down")
+
+
+@ploy_cli.command("types")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Where to write the module (- for stdout). Default: ploy_env.py beside"
+    " ploy.yaml, or in the app's root folder for inline PLOY_BINDINGS.",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Write nothing; exit 1 if the module is missing or out of date (for CI).",
+)
+def types_command(output: str | None, check: bool) -> None:
+    """Write ploy_env.py: the bindings, typed for mypy.
+
+    The module defines ``PloyEnv``, with one read-only attribute per
+    binding typed CacheBinding or StateBinding, and ``env()``, which returns
+    ``g.env`` typed as ``PloyEnv``. The output depends only on ploy.yaml:
+    run it again after changing the bindings.
+    """
+    _ext()
+    app = current_app
+    with _reporting():
+        bindings = _config.load_bindings(app.config, app.root_path)
+    inline = app.config.get("PLOY_BINDINGS") is not None
+    if output is None:
+        folder = app.root_path if inline else os.path.dirname(bindings.source)
+        output = os.path.join(folder, "ploy_env.py")
+    source = bindings.source
+    if not inline:
+        base = os.getcwd() if output == "-" else os.path.dirname(os.path.abspath(output))
+        with contextlib.suppress(ValueError):  # another drive on Windows
+            source = Path(os.path.relpath(bindings.source, base)).as_posix()
+    text = typegen.generate(bindings, source)
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    try:
+        with open(output, encoding="utf-8") as f:
+            current: str | None = f.read()
+    except FileNotFoundError:
+        current = None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"cannot read {output}: {exc}") from None
+    if check:
+        if current != text:
+            state = "is missing" if current is None else "is out of date"
+            raise click.ClickException(f"{output} {state}; run 'flask ploy types' to update it")
+        click.echo(f"{output} is up to date.")
+        return
+    if current == text:
+        click.echo(f"{output} is up to date.")
+        return
+    try:
+        with open(output, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc}") from None
+    click.echo(f"Wrote {output} ({len(bindings.bindings)} bindings from {source}).")
+
+
+# ---------------------------------------------------------------------------
+# flask ploy state ...
+
+
+@ploy_cli.group("state")
+def state_group() -> None:
+    """Read, write, dump and load a State binding."""
+
+
+@state_group.command("get")
+@click.argument("binding")
+@click.argument("key")
+def state_get(binding: str, key: str) -> None:
+    """Print the value of KEY; exit 1 if it is not set."""
+    state = _state(binding)
+    with _reporting(), _bad_argument("'KEY'"):
+        value = state.get(key)
+    if value is None:
+        raise click.ClickException(f"{binding} has no key {key!r}")
+    click.echo(value)
+
+
+@state_group.command("set")
+@click.argument("binding")
+@click.argument("key")
+@click.argument("value")
+def state_set(binding: str, key: str, value: str) -> None:
+    """Store VALUE under KEY (committed on return)."""
+    state = _state(binding)
+    with _reporting(), _bad_argument("'KEY' or 'VALUE'"):
+        state.set(key, value)
+
+
+@state_group.command("delete")
+@click.argument("binding")
+@click.argument("key")
+def state_delete(binding: str, key: str) -> None:
+    """Delete KEY. Deleting a missing key is not an error."""
+    state = _state(binding)
+    with _reporting(), _bad_argument("'KEY'"):
+        deleted = state.delete(key)
+    click.echo(f"Deleted {key!r}." if deleted else f"{binding} had no key {key!r}.")
+
+
+@state_group.command("list")
+@click.argument("binding")
+@click.option("--prefix", default="", help="Only keys starting with this.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many keys.")
+def state_list(binding: str, prefix: str, limit: int | None) -> None:
+    """Print the keys, one per line, in ascending (bytewise) order."""
+    state = _state(binding)
+    left = limit
+    cursor: str | None = None
+    with _reporting():
+        while left is None or left > 0:
+            page = state.list(
+                prefix, limit=LIST_MAX if left is None else min(left, LIST_MAX), cursor=cursor
+            )
+            for key in page.keys:
+                click.echo(key)
+            if left is not None:
+                left -= len(page.keys)
+            cursor = page.cursor
+            if cursor is None:
+                break
+
+
+def _json_row(key: str, value: str) -> str:
+    # json.dumps(..., ensure_ascii=False) of the pair, without its overhead
+    return f'{{"key": {encode_basestring(key)}, "value": {encode_basestring(value)}}}'
+
+
+def _write_dump(state: State, out: IO[bytes], fmt: str, update: Callable[[int], None]) -> int:
+    """Write every pair of *state* to *out*, a page at a time; return how many."""
+    n = 0
+    rows = state.items(page_size=PAGE)
+    sep = ",\n" if fmt == "json" else "\n"
+    if fmt == "json":
+        out.write(b"[")
+    while True:
+        page = list(itertools.islice(rows, PAGE))
+        if not page:
+            break
+        text = sep.join(_json_row(k, v) for k, v in page)
+        if fmt == "json":
+            text = ("\n" if n == 0 else ",\n") + text
+        else:
+            text += "\n"
+        out.write(text.encode("utf-8"))
+        n += len(page)
+        update(len(page))
+    if fmt == "json":
+        out.write(b"\n]\n" if n else b"]\n")
+    return n
+
+
+@state_group.command("dump")
+@click.argument("binding")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    show_default=True,
+    help="File to write (- for stdout). Written under a temporary name, then renamed.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "json"]),
+    default="jsonl",
+    show_default=True,
+    help="JSON Lines, or one JSON array.",
+)
+def state_dump(binding: str, output: str, fmt: str) -> None:
+    """Write every key and value, sorted by key, as JSON.
+
+    Each record is {"key": ..., "value": ...}, in UTF-8. The keys are read a
+    page at a time, so memory stays flat however many there are; pages are
+    read one after another, not in one snapshot.
+    """
+    state = _state(binding)
+    with _reporting():
+        total = state.count() if sys.stderr.isatty() else None
+        with _progress(total, f"Dumping {binding}", show_pos=True) as update:
+            if output == "-":
+                out = sys.stdout.buffer
+                n = _write_dump(state, out, fmt, update)
+                out.flush()
+            else:
+                n = _dump_to_file(state, output, fmt, update)
+    if output != "-":
+        click.echo(f"Dumped {_keys(n)} of {binding} to {output}.", err=True)
+
+
+def _dump_to_file(state: State, path: str, fmt: str, update: Callable[[int], None]) -> int:
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".ploy-dump-", dir=folder)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            n = _write_dump(state, out, fmt, update)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return n
+
+
+class _BadInput(ValueError):
+    """A load file that cannot be loaded; the message names the line.
+
+    A :class:`ValueError`, so :meth:`State.load` rolls back and re-raises it.
+    """
+
+
+_TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+
+
+def _json_type(obj: Any) -> str:
+    if obj is None:
+        return "null"
+    return _TYPE_NAMES.get(type(obj), "a number")
+
+
+class _Reader:
+    """The ``(key, value)`` pairs of a dump in either format, read in chunks.
+
+    The format is detected from the first character: ``[`` is a JSON array,
+    ``{`` is JSON Lines. Every pair is checked as it is read; a bad one
+    raises :class:`_BadInput` naming the line. Iterable again if the file is
+    seekable (:meth:`State.load` may run its transaction again after a lock
+    conflict).
+    """
+
+    def __init__(
+        self,
+        stream: IO[bytes],
+        name: str,
+        max_key: int,
+        max_value: int,
+        progress: Callable[[int], None],
+    ) -> None:
+        self.stream = stream
+        self.name = name
+        self.max_key = max_key
+        self.max_value = max_value
+        self.progress = progress
+        self.format = ""
+        try:
+            self._start: int | None = stream.tell() if stream.seekable() else None
+        except OSError:
+            self._start = None
+        self._started = False
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        if self._started:
+            if self._start is None:
+                raise _BadInput(
+                    f"{self.name}: the database asked to run the load again (a lock"
+                    " conflict), and this input cannot be read twice; run the command"
+                    " again"
+                )
+            self.stream.seek(self._start)
+        self._started = True
+        return self._pairs()
+
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            data = self.stream.read(CHUNK)
+            if not data:
+                return
+            self.progress(len(data))
+            yield data
+
+    def _pairs(self) -> Iterator[tuple[str, str]]:
+        chunks = self._chunks()
+        head = b""
+        for data in chunks:
+            head += data
+            if len(head) >= 3 and head.removeprefix(codecs.BOM_UTF8).lstrip(b" \t\r\n"):
+                break
+        head = head.removeprefix(codecs.BOM_UTF8)
+        body = head.lstrip(b" \t\r\n")
+        rest = itertools.chain([head], chunks)
+        if not body:
+            self.format = "empty"
+            return
+        if body[:1] == b"[":
+            self.format = "json"
+            yield from self._json(rest)
+        elif body[:1] == b"{":
+            self.format = "jsonl"
+            yield from self._jsonl(rest)
+        else:
+            line = head[: len(head) - len(body)].count(b"\n") + 1
+            raise _BadInput(
+                f"{self.name}, line {line}: expected JSON Lines ({{...}} per line) or a"
+                f' JSON array ([...]) of {{"key": ..., "value": ...}} objects, found'
+                f" {body[:20].decode('utf-8', 'replace')!r}"
+            )
+
+    def _jsonl(self, chunks: Iterable[bytes]) -> Iterator[tuple[str, str]]:
+        line = 0
+        parts: list[bytes] = []
+        for data in chunks:
+            pieces = data.split(b"\n")
+            if len(pieces) == 1:
+                parts.append(data)
+                continue
+            parts.append(pieces[0])
+            pieces[0] = b"".join(parts)
+            parts = [pieces.pop()]
+            for raw in pieces:
+                line += 1
+                if raw and not raw.isspace():
+                    yield self._line(raw, line)
+        raw = b"".join(parts)
+        if raw and not raw.isspace():
+            yield self._line(raw, line + 1)
+
+    def _line(self, raw: bytes, line: int) -> tuple[str, str]:
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise _BadInput(
+                f"{self.name}, line {line}: not UTF-8 ({exc.reason} at byte {exc.start + 1}"
+                " of the line)"
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise _BadInput(
+                f"{self.name}, line {line}: invalid JSON: {exc.msg} (column {exc.colno})"
+            ) from None
+        return self._pair(obj, line)
+
+    def _json(self, chunks: Iterator[bytes]) -> Iterator[tuple[str, str]]:
+        text = _Text(chunks, self.name, 6 * (self.max_key + self.max_value) + 4096)
+        text.expect("[")
+        if text.peek() == "]":
+            text.pos += 1
+        else:
+            while True:
+                obj, line = text.value()
+                yield self._pair(obj, line)
+                c = text.peek()
+                text.pos += 1
+                if c == "]":
+                    break
+                if c != ",":
+                    text.fail("expected ',' or ']' after an element" + text.found(c))
+        if text.peek() != "":
+            text.fail("extra data after the closing ']'")
+
+    def _pair(self, obj: Any, line: int) -> tuple[str, str]:
+        where = f"{self.name}, line {line}"
+        if type(obj) is not dict or obj.keys() != {"key", "value"}:
+            if type(obj) is not dict:
+                problem = f"found {_json_type(obj)}"
+            else:
+                missing = sorted({"key", "value"} - obj.keys())
+                extra = sorted(obj.keys() - {"key", "value"})
+                problem = "; ".join(
+                    ([f"missing {', '.join(map(repr, missing))}"] if missing else [])
+                    + ([f"unexpected {', '.join(map(repr, extra))}"] if extra else [])
+                )
+            raise _BadInput(f'{where}: expected {{"key": ..., "value": ...}}: {problem}')
+        key, value = obj["key"], obj["value"]
+        for what, item in (("key", key), ("value", value)):
+            if type(item) is not str:
+                raise _BadInput(
+                    f"{where}: the {what} must be a string, found {_json_type(item)}"
+                    + ("; store structured data as a JSON string" if what == "value" else "")
+                )
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise _BadInput(
+                        f"{where}: the {what} holds a lone surrogate"
+                        f" ({item[exc.start]!r} at character {exc.start + 1}), which"
+                        " UTF-8 cannot encode"
+                    ) from None
+        try:
+            check_key(key, self.max_key)
+            check_value(value, self.max_value)
+        except ValueError as exc:
+            raise _BadInput(f"{where}: {exc}") from None
+        return key, value
+
+
+class _Text:
+    """Decoded text of a chunked UTF-8 stream, for incremental JSON parsing.
+
+    Keeps only the unparsed tail in memory, and the line number of any
+    position at or after the last one asked about.
+    """
+
+    _decode = json.JSONDecoder().raw_decode
+
+    def __init__(self, chunks: Iterator[bytes], name: str, max_element: int) -> None:
+        self.chunks = chunks
+        self.name = name
+        self.max_element = max_element
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.buf = ""
+        self.pos = 0
+        self.eof = False
+        self._line = 1  # the line number at self._line_pos
+        self._line_pos = 0
+
+    def line_at(self, pos: int) -> int:
+        if pos > self._line_pos:
+            self._line += self.buf.count("\n", self._line_pos, pos)
+            self._line_pos = pos
+        return self._line
+
+    def fail(self, message: str, pos: int | None = None) -> NoReturn:
+        line = self.line_at(self.pos if pos is None else pos)
+        raise _BadInput(f"{self.name}, line {line}: {message}")
+
+    def found(self, c: str) -> str:
+        return ", found the end of the file" if c == "" else f", found {c!r}"
+
+    def more(self, at_least: int = 1) -> bool:
+        """Read at least *at_least* more characters; ``False`` at the end of the file."""
+        if self.eof:
+            return False
+        if self.pos > CHUNK and self.pos * 2 > len(self.buf):
+            self.line_at(self.pos)
+            self.buf = self.buf[self.pos :]
+            self._line_pos -= self.pos
+            self.pos = 0
+        got = 0
+        parts = [self.buf]
+        while got < at_least:
+            data = next(self.chunks, None)
+            try:
+                text = self.decoder.decode(data or b"", final=data is None)
+            except UnicodeDecodeError as exc:
+                self.buf = "".join(parts)
+                line = self.line_at(len(self.buf)) + (data or b"")[: exc.start].count(b"\n")
+                raise _BadInput(f"{self.name}, line {line}: not UTF-8 ({exc.reason})") from None
+            parts.append(text)
+            got += len(text)
+            if data is None:
+                self.eof = True
+                break
+        self.buf = "".join(parts)
+        return got > 0
+
+    def peek(self) -> str:
+        """Skip whitespace; the next character, or ``""`` at the end of the file."""
+        while True:
+            buf, pos = self.buf, self.pos
+            n = len(buf)
+            while pos < n and buf[pos] in " \t\r\n":
+                pos += 1
+            self.pos = pos
+            if pos < n:
+                return buf[pos]
+            if not self.more():
+                return ""
+
+    def expect(self, c: str) -> None:
+        found = self.peek()
+        if found != c:
+            self.fail(f"expected {c!r}" + self.found(found))
+        self.pos += 1
+
+    def value(self) -> tuple[Any, int]:
+        """Decode the JSON value at the next non-blank position; return it and its line."""
+        if self.peek() == "":
+            self.fail("the array is not closed: expected a value or ']'")
+        line = self.line_at(self.pos)
+        while True:
+            try:
+                obj, end = self._decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                tail = len(self.buf) - self.pos
+                truncated = exc.pos >= len(self.buf) - 12 or exc.msg.startswith("Unterminated")
+                if truncated and tail <= self.max_element and self.more(max(tail, CHUNK)):
+                    continue
+                self.fail(f"invalid JSON: {exc.msg}", exc.pos)
+            if end == len(self.buf) and not isinstance(obj, (dict, list, str)) and self.more():
+                continue  # a number or literal may go on in the next chunk
+            self.pos = end
+            return obj, line
+
+
+@state_group.command("load")
+@click.argument("binding")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, exists=True))
+@click.option(
+    "--replace", is_flag=True, help="Delete every key of the resource first (same transaction)."
+)
+@click.option("--dry-run", is_flag=True, help="Read and check FILE; write nothing.")
+def state_load(binding: str, file: str, replace: bool, dry_run: bool) -> None:
+    """Load a dump (FILE, or - for stdin) in one transaction.
+
+    Reads JSON Lines or a JSON array of {"key": ..., "value": ...} (the
+    formats of dump), detected from the first character. Existing keys are
+    overwritten; with --replace, the keys not in FILE are deleted too. A bad
+    record, or any failure, writes nothing; the error names its line.
+    """
+    state = _state(binding)
+    settings = _app_state().settings
+    stdin = file == "-"
+    name = "<stdin>" if stdin else file
+    stream = sys.stdin.buffer if stdin else open(file, "rb")  # noqa: SIM115
+    try:
+        size: int | None = None
+        if not stdin:
+            with contextlib.suppress(OSError):
+                size = os.fstat(stream.fileno()).st_size
+        with _reporting(), _progress(size, f"Loading {binding}", show_pos=False) as update:
+            reader = _Reader(stream, name, settings.max_key_bytes, settings.max_value_bytes, update)
+            try:
+                if dry_run:
+                    n = sum(1 for _ in reader)
+                    existing = state.count() if replace else 0
+                else:
+                    n = state.load(reader, replace=replace)
+            except _BadInput as exc:
+                raise click.ClickException(f"{exc}; nothing was written") from None
+    finally:
+        if not stdin:
+            stream.close()
+    fmt = {"json": "a JSON array", "jsonl": "JSON Lines", "empty": "an empty file"}[
+        reader.format or "empty"
+    ]
+    if dry_run:
+        also = f"; --replace would first delete its {_keys(existing)}" if replace else ""
+        click.echo(f"Dry run: read {_keys(n)} from {name} ({fmt}), all valid for {binding}{also}.")
+        click.echo("Nothing was written.")
+    else:
+        how = " after deleting its previous keys" if replace else ""
+        click.echo(f"Loaded {_keys(n)} from {name} ({fmt}) into {binding}{how}.")
+
+
+# ---------------------------------------------------------------------------
+# flask ploy cache ...
+
+
+@ploy_cli.group("cache")
+def cache_group() -> None:
+    """Read and write a Cache binding."""
+
+
+@cache_group.command("get")
+@click.argument("binding")
+@click.argument("key")
+def cache_get(binding: str, key: str) -> None:
+    """Print the value of KEY; exit 1 if it is missing or expired."""
+    cache = _cache(binding)
+    with _reporting(), _bad_argument("'KEY'"):
+        value = cache.get(key)
+    if value is None:
+        raise click.ClickException(f"{binding} has no key {key!r} (or it expired)")
+    click.echo(value)
+
+
+@cache_group.command("set")
+@click.argument("binding")
+@click.argument("key")
+@click.argument("value")
+@click.option("--ttl", type=int, default=None, help="Expire after this many seconds (>= 1).")
+def cache_set(binding: str, key: str, value: str, ttl: int | None) -> None:
+    """Store VALUE under KEY, for --ttl seconds or until evicted."""
+    cache = _cache(binding)
+    with _reporting(), _bad_argument("'KEY', 'VALUE' or '--ttl'"):
+        cache.set(key, value, ttl=ttl)
+
+
+@cache_group.command("delete")
+@click.argument("binding")
+@click.argument("key")
+def cache_delete(binding: str, key: str) -> None:
+    """Delete KEY. Deleting a missing key is not an error."""
+    cache = _cache(binding)
+    with _reporting(), _bad_argument("'KEY'"):
+        deleted = cache.delete(key)
+    click.echo(f"Deleted {key!r}." if deleted else f"{binding} had no key {key!r}.")

@@ -1,0 +1,556 @@
+"""The ``flask ploy`` commands, through ``app.test_cli_runner()`` and once as
+real ``flask`` processes.
+
+Dump and load run on SQLite, PostgreSQL and MariaDB (``state_app``); the
+other verbs on SQLite and memory:// or Redis.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pty
+import random
+import re
+import select
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import Result
+from flask import Flask, g
+
+from flask_ploy.cli import CHUNK, _BadInput, ploy_cli
+
+from .conftest import AppFactory
+
+
+def run(app: Flask, *args: str, input: bytes | str | None = None) -> Result:
+    result = app.test_cli_runner().invoke(args=["ploy", *args], input=input)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def contents(app: Flask, binding: str) -> dict[str, str]:
+    with app.app_context():
+        return dict(getattr(g.env, binding).items())
+
+
+def records(data: bytes) -> list[tuple[str, str]]:
+    """The pairs of a JSON Lines dump, checking each line is one object."""
+    out = []
+    for line in data.decode("utf-8").split("\n")[:-1]:
+        obj = json.loads(line)
+        assert list(obj) == ["key", "value"]
+        out.append((obj["key"], obj["value"]))
+    return out
+
+
+ALPHABET = [
+    "\x00", "\n", "\r", "\t", '"', "\\", "/", "\u2028", "\u2029", "\x7f", "\x1f",
+    "é", "ß", "中", "😀", "👩‍👩‍👧", "\U0010ffff", "\ufeff", "\ufffd", " ", "a", "Z", "0", "{", "]",
+]  # fmt: skip
+
+
+def random_text(rng: random.Random, low: int, high: int) -> str:
+    return "".join(
+        rng.choice(ALPHABET) if rng.random() < 0.7 else chr(rng.randrange(0x20, 0xD800))
+        for _ in range(rng.randint(low, high))
+    )
+
+
+def random_store(seed: int, n: int) -> dict[str, str]:
+    rng = random.Random(seed)
+    data: dict[str, str] = {"\x00": "", "\n": "\n", "😀": "\x00\x00", "a": "a" * 2000}
+    while len(data) < n:
+        data[random_text(rng, 1, 40)] = "" if rng.random() < 0.1 else random_text(rng, 0, 200)
+    return data
+
+
+# -- config ---------------------------------------------------------------------
+
+
+def write_yaml(path: Path) -> None:
+    path.write_text("cache:\n  CACHE: default\nstate:\n  STATE: default\n  USERS: users\n")
+
+
+def test_config_lists_bindings_and_masks_passwords(make_app: AppFactory, tmp_path: Path) -> None:
+    write_yaml(tmp_path / "ploy.yaml")
+    app = make_app(
+        PLOY_BINDINGS=None,
+        PLOY_CACHE_URL="redis://:s3cret@127.0.0.1:6379/0",
+        PLOY_STATE_RESOURCES={"users": "postgresql+psycopg://root:pgs3cret@127.0.0.1:5432/test"},
+    )
+    result = run(app, "config")
+    assert result.exit_code == 0, result.output
+    assert "s3cret" not in result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["Binding", "Kind", "Resource", "Backend", "Source"]
+    source = str(tmp_path / "ploy.yaml")
+    state_file = f"sqlite:///{tmp_path}/instance/ploy-state.sqlite3"
+    assert [line.split() for line in lines[2:]] == [
+        ["CACHE", "cache", "default", "redis://:***@127.0.0.1:6379/0", source],
+        ["STATE", "state", "default", state_file, source],
+        ["USERS", "state", "users", "postgresql+psycopg://root:***@127.0.0.1:5432/test", source],
+    ]
+
+
+def test_config_rereads_the_file(make_app: AppFactory, tmp_path: Path) -> None:
+    write_yaml(tmp_path / "ploy.yaml")
+    app = make_app(PLOY_BINDINGS=None)
+    (tmp_path / "ploy.yaml").write_text("cache:\n  CACHE: default\n  bad-name: x\n")
+    result = run(app, "config")
+    assert result.exit_code == 1
+    assert "ploy.yaml, line 3: cache.bad-name: binding name must match" in result.output
+    (tmp_path / "ploy.yaml").write_text("state:\n  NEW: fresh\n")
+    result = run(app, "config")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[2].split()[:3] == ["NEW", "state", "fresh"]
+    # A setting the file does not use is checked too.
+    app.config["PLOY_STATE_RESOURCES"] = {"nope": "sqlite://"}
+    result = run(app, "config")
+    assert result.exit_code == 1
+    assert "names resource 'nope', which no state binding" in result.output
+
+
+def test_an_app_without_flask_ploy_gets_a_message(tmp_path: Path) -> None:
+    app = Flask("plain", root_path=str(tmp_path))
+    app.cli.add_command(ploy_cli)
+    for args in (["config"], ["check"], ["types"], ["state", "get", "STATE", "k"]):
+        result = run(app, *args)
+        assert result.exit_code == 1, args
+        assert "The app 'plain' does not use flask-ploy" in result.output
+        assert "Traceback" not in result.output
+
+
+# -- check ----------------------------------------------------------------------
+
+
+def test_check_reports_latency(make_app: AppFactory) -> None:
+    app = make_app()
+    result = run(app, "check")
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines()[2:]]
+    assert [(r[0], r[1], r[-6]) for r in rows] == [
+        ("cache", "memory://", "ok"),
+        ("state", f"sqlite:///{app.instance_path}/ploy-state.sqlite3", "ok"),
+    ]
+    assert "CACHE, SESSION_CACHE, ALIAS_CACHE" in result.output
+    assert "ms (connect" in result.output
+
+
+def test_check_fails_when_a_backend_is_down(make_app: AppFactory) -> None:
+    app = make_app(
+        PLOY_CACHE_RESOURCES={"sessions": "redis://:pw@127.0.0.1:1/0"},
+        PLOY_STATE_RESOURCES={"users": "postgresql+psycopg://root:pw@127.0.0.1:1/test"},
+    )
+    result = run(app, "check")
+    assert result.exit_code == 1
+    out = result.output
+    assert re.search(r"redis://:\*\*\*@127\.0\.0\.1:1/0 +SESSION_CACHE +DOWN +ConnectionError", out)
+    assert re.search(r"USER_STATE +DOWN +StateUnavailable: ", out)
+    assert "memory://" in out
+    assert "Error: 2 of 4 backends are down" in out
+    assert "pw@" not in out
+
+
+# -- binding errors ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["state", "get", "NOPE", "k"],
+            "'NOPE' is not a binding in app.config['PLOY_BINDINGS']. The state bindings"
+            " are: STATE, USER_STATE, ALIAS_STATE",
+        ),
+        (["state", "get", "state", "k"], "Did you mean STATE?"),
+        (
+            ["state", "dump", "CACHE"],
+            "'CACHE' is a cache binding, not a state binding. The state bindings are:"
+            " STATE, USER_STATE, ALIAS_STATE",
+        ),
+        (["state", "load", "SESSION_CACHE", "-"], "is a cache binding, not a state binding"),
+        (["state", "list", "CACHE"], "is a cache binding"),
+        (["state", "set", "CACHE", "k", "v"], "is a cache binding"),
+        (["state", "delete", "CACHE", "k"], "is a cache binding"),
+        (
+            ["cache", "get", "STATE", "k"],
+            "'STATE' is a state binding, not a cache binding. The cache bindings are:"
+            " CACHE, SESSION_CACHE, ALIAS_CACHE",
+        ),
+        (["cache", "set", "NOPE", "k", "v"], "'NOPE' is not a binding"),
+        (["cache", "delete", "USER_STATE", "k"], "is a state binding"),
+    ],
+)
+def test_unknown_or_wrong_kind_binding_exits_2(
+    make_app: AppFactory, args: list[str], message: str
+) -> None:
+    result = run(make_app(), *args, input=b"")
+    assert result.exit_code == 2
+    assert "Invalid value for 'BINDING'" in result.output
+    assert message in result.output
+
+
+# -- state get / set / delete / list -------------------------------------------------
+
+
+def test_state_get_set_delete_list(make_app: AppFactory) -> None:
+    app = make_app()
+    assert run(app, "state", "set", "STATE", "user:1", "alice ✓").exit_code == 0
+    assert run(app, "state", "set", "STATE", "empty", "").exit_code == 0
+    result = run(app, "state", "get", "STATE", "user:1")
+    assert (result.exit_code, result.stdout) == (0, "alice ✓\n")
+    assert run(app, "state", "get", "ALIAS_STATE", "empty").stdout == "\n"
+    missing = run(app, "state", "get", "USER_STATE", "user:1")
+    assert missing.exit_code == 1
+    assert "Error: USER_STATE has no key 'user:1'" in missing.output
+    bad = run(app, "state", "set", "STATE", "k" * 513, "v")
+    assert bad.exit_code == 2
+    assert "over the limit of 512" in bad.output
+    assert run(app, "state", "delete", "STATE", "user:1").stdout == "Deleted 'user:1'.\n"
+    assert run(app, "state", "delete", "STATE", "user:1").stdout == "STATE had no key 'user:1'.\n"
+    assert contents(app, "STATE") == {"empty": ""}
+
+    with app.app_context():
+        g.env.STATE.load((f"item:{i:05d}", str(i)) for i in range(1200))
+        g.env.STATE.set("other", "x")
+    listed = run(app, "state", "list", "STATE").stdout.splitlines()
+    assert listed == ["empty", *(f"item:{i:05d}" for i in range(1200)), "other"]
+    limited = run(app, "state", "list", "STATE", "--prefix", "item:", "--limit", "1100")
+    assert limited.stdout.splitlines() == [f"item:{i:05d}" for i in range(1100)]
+    assert run(app, "state", "list", "STATE", "--prefix", "zzz").stdout == ""
+    assert run(app, "state", "list", "STATE", "--limit", "0").exit_code == 2
+
+
+# -- cache ---------------------------------------------------------------------------
+
+
+def test_cache_get_set_delete(make_app: AppFactory, seed_cache_url: str) -> None:
+    app = make_app(PLOY_CACHE_URL=seed_cache_url, PLOY_CACHE_KEY_PREFIX=f"cli{os.getpid()}")
+    try:
+        assert run(app, "cache", "set", "CACHE", "greeting", "héllo").exit_code == 0
+        assert run(app, "cache", "set", "SESSION_CACHE", "s", "v", "--ttl", "60").exit_code == 0
+        assert run(app, "cache", "get", "ALIAS_CACHE", "greeting").stdout == "héllo\n"
+        assert run(app, "cache", "get", "SESSION_CACHE", "s").stdout == "v\n"
+        missing = run(app, "cache", "get", "SESSION_CACHE", "greeting")
+        assert missing.exit_code == 1
+        assert "SESSION_CACHE has no key 'greeting' (or it expired)" in missing.output
+        bad_ttl = run(app, "cache", "set", "CACHE", "k", "v", "--ttl", "0")
+        assert bad_ttl.exit_code == 2
+        assert "ttl must be at least 1" in bad_ttl.output
+        assert run(app, "cache", "delete", "CACHE", "greeting").stdout == "Deleted 'greeting'.\n"
+        assert run(app, "cache", "get", "CACHE", "greeting").exit_code == 1
+        with app.app_context():
+            assert g.env.SESSION_CACHE.get("s") == "v"
+    finally:
+        with app.app_context():
+            g.env.CACHE.clear()
+            g.env.SESSION_CACHE.clear()
+
+
+def test_cache_get_reports_a_down_server_not_a_miss(make_app: AppFactory) -> None:
+    app = make_app(PLOY_CACHE_URL="redis://127.0.0.1:1/0")  # PLOY_CACHE_ON_ERROR="miss"
+    result = run(app, "cache", "get", "CACHE", "k")
+    assert result.exit_code == 1
+    assert "Error: cache backend redis://127.0.0.1:1/0 failed on CACHE.get" in result.output
+    assert "has no key" not in result.output
+
+
+# -- dump and load ------------------------------------------------------------------
+
+
+def test_dump_load_round_trip_is_exact(state_app: Flask, tmp_path: Path) -> None:
+    data = random_store(seed=5, n=400)
+    with state_app.app_context():
+        g.env.STATE.set_many(data)
+        g.env.USER_STATE.set("stale", "gone after --replace")
+    for fmt in ("jsonl", "json"):
+        dumped = run(state_app, "state", "dump", "STATE", "--format", fmt)
+        assert dumped.exit_code == 0, dumped.output
+        raw = dumped.stdout_bytes
+        if fmt == "jsonl":
+            pairs = records(raw)
+        else:
+            assert raw.startswith(b"[\n{") and raw.endswith(b"}\n]\n")
+            pairs = [(o["key"], o["value"]) for o in json.loads(raw)]
+        assert pairs == sorted(data.items())  # sorted by key, every byte intact
+        # One record per line: newlines inside keys and values are escaped.
+        assert raw.count(b"\n") == len(data) + (2 if fmt == "json" else 0)
+
+        path = tmp_path / f"dump.{fmt}"
+        path.write_bytes(raw)
+        loaded = run(state_app, "state", "load", "USER_STATE", str(path), "--replace")
+        assert loaded.exit_code == 0, loaded.output
+        assert f"Loaded {len(data)} keys from {path}" in loaded.stdout
+        assert contents(state_app, "USER_STATE") == data
+        # Dumping the copy gives the same bytes.
+        assert run(state_app, "state", "dump", "USER_STATE", "--format", fmt).stdout_bytes == raw
+    assert contents(state_app, "STATE") == data
+
+
+def test_dump_to_a_file_and_load_from_stdin(state_app: Flask, tmp_path: Path) -> None:
+    data = {"a": "1", "b": "line\nbreak", "c": ""}
+    with state_app.app_context():
+        g.env.STATE.set_many(data)
+        g.env.USER_STATE.set("keep", "me")
+    out = tmp_path / "out.jsonl"
+    result = run(state_app, "state", "dump", "STATE", "-o", str(out))
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert f"Dumped 3 keys of STATE to {out}." in result.stderr
+    assert records(out.read_bytes()) == sorted(data.items())
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ploy-dump-")] == []
+    result = run(state_app, "state", "load", "USER_STATE", "-", input=out.read_bytes())
+    assert result.exit_code == 0, result.output
+    assert "Loaded 3 keys from <stdin> (JSON Lines) into USER_STATE." in result.stdout
+    assert contents(state_app, "USER_STATE") == {**data, "keep": "me"}
+
+
+def test_empty_resource_dumps_and_loads(state_app: Flask) -> None:
+    assert run(state_app, "state", "dump", "STATE").stdout_bytes == b""
+    assert run(state_app, "state", "dump", "STATE", "--format", "json").stdout_bytes == b"[]\n"
+    with state_app.app_context():
+        g.env.USER_STATE.set("x", "1")
+    for empty in (b"", b"[]", b" \n[ ]\n", b"\n\n"):
+        result = run(state_app, "state", "load", "USER_STATE", "-", "--replace", input=empty)
+        assert result.exit_code == 0, result.output
+        assert "Loaded 0 keys" in result.stdout
+        assert contents(state_app, "USER_STATE") == {}
+
+
+BAD_INPUTS = [
+    (
+        b'{"key": "a", "value": "1"}\n\n{"key": "b", "value": 2}\n',
+        "line 3: the value must be a string, found a number",
+    ),
+    (
+        b'{"key": "a", "value": "1"}\n{"key": "b", "value": "2"\n',
+        "line 2: invalid JSON: Expecting ',' delimiter",
+    ),
+    (
+        b'{"key": "a", "value": "1"}\n[1]\n',
+        'line 2: expected {"key": ..., "value": ...}: found an array',
+    ),
+    (
+        b'{"key": "a", "value": "1", "ttl": 3}\n',
+        'line 1: expected {"key": ..., "value": ...}: unexpected \'ttl\'',
+    ),
+    (b'{"value": "1"}\n', 'line 1: expected {"key": ..., "value": ...}: missing \'key\''),
+    (b'\n{"key": "", "value": "1"}\n', "line 2: key must not be empty"),
+    (b'{"key": null, "value": "1"}', "line 1: the key must be a string, found null"),
+    (
+        b'{"key": "' + b"k" * 513 + b'", "value": "1"}',
+        "line 1: key is 513 bytes in UTF-8, over the limit of 512",
+    ),
+    (
+        b'{"key": "a", "value": "\\ud800x"}',
+        "line 1: the value holds a lone surrogate ('\\ud800' at character 1)",
+    ),
+    (b'{"key": "\\udfff", "value": "x"}', "line 1: the key holds a lone surrogate"),
+    (
+        b'{"key": "a", "value": "1"}\n{"key": "b", "value": "\xff"}\n',
+        "line 2: not UTF-8 (invalid start byte at byte 24 of the line)",
+    ),
+    (
+        b'[\n  {"key": "a", "value": "1"},\n  {"key": "b"}\n]',
+        'line 3: expected {"key": ..., "value": ...}: missing \'value\'',
+    ),
+    (
+        b'[\n  {"key": "a", "value": "1"},\n\n  {"key": "b", "value": true}]',
+        "line 4: the value must be a string, found a boolean",
+    ),
+    (
+        b'[{"key": "a", "value": "1"}\n {"key": "b", "value": "2"}]',
+        "line 2: expected ',' or ']' after an element, found '{'",
+    ),
+    (b'[{"key": "a", "value": "1"},\n', "line 2: the array is not closed"),
+    (
+        b'[{"key": "a", "value": "1"},\n{"key": "b", "value": "2',
+        "line 2: invalid JSON: Unterminated string",
+    ),
+    (b'[{"key": "a", "value": "1"}]\n[]', "line 2: extra data after the closing ']'"),
+    (b'[{"key": "a", "value": "1"},]', "line 1: invalid JSON: Expecting value"),
+    (b'[{"key": "a", "value": "1"},\n{"key": "b", "value": "\xe2\x82"}]', "line 2: not UTF-8"),
+    (b"\n\nkey=value\n", "line 3: expected JSON Lines ({...} per line) or a JSON array"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), BAD_INPUTS)
+def test_a_bad_record_writes_nothing_and_names_its_line(
+    make_app: AppFactory, tmp_path: Path, data: bytes, message: str
+) -> None:
+    app = make_app()
+    with app.app_context():
+        g.env.STATE.set("existing", "kept")
+    path = tmp_path / "bad.dump"
+    path.write_bytes(data)
+    for extra in ([], ["--replace"], ["--dry-run"]):
+        result = run(app, "state", "load", "STATE", str(path), *extra)
+        assert result.exit_code == 1, result.output
+        assert f"Error: {path}, {message}" in result.output
+        assert "nothing was written" in result.output
+        assert contents(app, "STATE") == {"existing": "kept"}
+
+
+def test_a_bad_record_after_many_good_ones_rolls_back(state_app: Flask) -> None:
+    with state_app.app_context():
+        g.env.STATE.set("existing", "kept")
+        g.env.USER_STATE.set("other", "resource")
+    lines = [json.dumps({"key": f"k{i}", "value": "v"}) for i in range(2500)]
+    lines.insert(2400, '{"key": "bad", "value": ["not", "a", "string"]}')
+    result = run(state_app, "state", "load", "STATE", "-", "--replace", input="\n".join(lines))
+    assert result.exit_code == 1
+    assert "<stdin>, line 2401: the value must be a string, found an array" in result.output
+    assert contents(state_app, "STATE") == {"existing": "kept"}
+    assert contents(state_app, "USER_STATE") == {"other": "resource"}
+
+
+def test_replace_and_dry_run(state_app: Flask) -> None:
+    with state_app.app_context():
+        g.env.STATE.set_many({"old": "1", "same": "before"})
+        g.env.USER_STATE.set("untouched", "yes")
+    dump = b'{"key": "same", "value": "after"}\n{"key": "new", "value": "2"}\n'
+    dry = run(state_app, "state", "load", "STATE", "-", "--replace", "--dry-run", input=dump)
+    assert dry.exit_code == 0, dry.output
+    assert dry.stdout == (
+        "Dry run: read 2 keys from <stdin> (JSON Lines), all valid for STATE;"
+        " --replace would first delete its 2 keys.\nNothing was written.\n"
+    )
+    assert contents(state_app, "STATE") == {"old": "1", "same": "before"}
+    merged = run(state_app, "state", "load", "STATE", "-", input=dump)
+    assert merged.exit_code == 0
+    assert contents(state_app, "STATE") == {"old": "1", "same": "after", "new": "2"}
+    replaced = run(state_app, "state", "load", "ALIAS_STATE", "-", "--replace", input=dump)
+    assert "into ALIAS_STATE after deleting its previous keys" in replaced.stdout
+    assert contents(state_app, "STATE") == {"same": "after", "new": "2"}
+    assert contents(state_app, "USER_STATE") == {"untouched": "yes"}
+
+
+def test_load_reads_big_values_and_pretty_json(make_app: AppFactory, tmp_path: Path) -> None:
+    """Records spanning many read chunks, UTF-8 split between chunks, indented JSON."""
+    app = make_app()
+    data = {
+        "big": "é😀" * (CHUNK // 2) + "\n",
+        "bigger": "x" * (3 * CHUNK + 7),
+        "small": "",
+        "n\u2028l": "\u2029",
+    }
+    pretty = tmp_path / "pretty.json"
+    pretty.write_text(
+        json.dumps([{"key": k, "value": v} for k, v in data.items()], indent=2, ensure_ascii=False)
+    )
+    assert run(app, "state", "load", "STATE", str(pretty)).exit_code == 0
+    assert contents(app, "STATE") == data
+    # BOM and CRLF line ends, as written by some Windows tools.
+    crlf = b"\xef\xbb\xbf" + b"\r\n".join(
+        json.dumps({"key": k, "value": v}).encode() for k, v in data.items()
+    )
+    result = run(app, "state", "load", "USER_STATE", "-", input=crlf)
+    assert result.exit_code == 0, result.output
+    assert contents(app, "USER_STATE") == data
+
+
+def test_reader_reads_again_only_when_it_can() -> None:
+    """State.load runs its transaction again after a lock conflict: a file is
+    read again from the start; a pipe cannot be, so the load fails."""
+    from flask_ploy.cli import _Reader
+
+    data = b'{"key": "a", "value": "1"}\n{"key": "b", "value": "2"}\n'
+    reader = _Reader(io.BytesIO(data), "f", 512, 1000, lambda n: None)
+    assert list(reader) == list(reader) == [("a", "1"), ("b", "2")]
+
+    class Pipe(io.BytesIO):
+        def seekable(self) -> bool:
+            return False
+
+    once = _Reader(Pipe(data), "<stdin>", 512, 1000, lambda n: None)
+    assert len(list(once)) == 2
+    with pytest.raises(_BadInput, match="cannot be read twice"):
+        list(once)
+
+
+# -- real processes --------------------------------------------------------------------
+
+
+APP_MODULE = """
+from flask import Flask
+from flask_ploy import FlaskPloy
+
+app = Flask(__name__)
+app.config["PLOY_CACHE_URL"] = "redis://:s3cret@127.0.0.1:1/0"
+FlaskPloy(app)
+"""
+
+
+def flask(tmp_path: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "cliapp", "ploy", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output="stderr" not in kwargs,
+        stdout=subprocess.PIPE if "stderr" in kwargs else None,
+        timeout=60,
+        check=False,
+        **kwargs,
+    )
+
+
+def test_commands_in_real_processes(tmp_path: Path) -> None:
+    (tmp_path / "cliapp.py").write_text(APP_MODULE)
+    write_yaml(tmp_path / "ploy.yaml")
+    assert flask(tmp_path, "state", "set", "STATE", "k", "ünïcode 😀").returncode == 0
+    got = flask(tmp_path, "state", "get", "STATE", "k")
+    assert (got.returncode, got.stdout) == (0, "ünïcode 😀\n".encode())
+
+    config = flask(tmp_path, "config")
+    assert config.returncode == 0
+    assert b"redis://:***@127.0.0.1:1/0" in config.stdout
+    assert b"s3cret" not in config.stdout + config.stderr
+
+    check = flask(tmp_path, "check")
+    assert check.returncode == 1
+    assert b"DOWN" in check.stdout
+    assert b"Error: 1 of 2 backends are down" in check.stderr
+
+    wrong = flask(tmp_path, "cache", "get", "STATE", "k")
+    assert wrong.returncode == 2
+    assert b"'STATE' is a state binding, not a cache binding" in wrong.stderr
+
+    lines = b"".join(
+        json.dumps({"key": f"key{i:05d}", "value": f"v{i}"}).encode() + b"\n" for i in range(2500)
+    )
+    loaded = flask(tmp_path, "state", "load", "USERS", "-", input=lines)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout == b"Loaded 2500 keys from <stdin> (JSON Lines) into USERS.\n"
+    assert loaded.stderr == b""  # piped: no progress bar
+
+    # With stderr on a terminal, a progress bar; stdout stays clean JSON Lines.
+    leader, follower = pty.openpty()
+    try:
+        dumped = flask(tmp_path, "state", "dump", "USERS", stderr=follower)
+        os.close(follower)
+        follower = -1
+        bar = b""
+        while select.select([leader], [], [], 0)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            bar += chunk
+    finally:
+        if follower >= 0:
+            os.close(follower)
+        os.close(leader)
+    assert dumped.returncode == 0
+    assert dumped.stdout == lines
+    assert b"Dumping USERS" in bar
+    assert b"2500/2500" in bar
