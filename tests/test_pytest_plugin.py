@@ -1,0 +1,219 @@
+"""The ``ploy`` pytest plugin, run by pytest in a subprocess (so the
+``pytest11`` entry point of the installed package must load it by itself)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+CONFTEST = """
+from pathlib import Path
+
+import pytest
+from flask import Flask, g
+
+from flask_ploy import FlaskPloy
+
+CONFIGURED = Path(__file__).parent / "configured.sqlite3"
+
+
+@pytest.fixture
+def app():
+    app = Flask("inner", root_path=str(Path(__file__).parent))
+    app.config.update(
+        TESTING=True,
+        PLOY_BINDINGS={"cache": {"CACHE": "default"}, "state": {"STATE": "default", "USERS": "u"}},
+        PLOY_CACHE_URL="redis://127.0.0.1:1/0",  # nothing listens there
+        PLOY_CACHE_ON_ERROR="raise",
+        PLOY_STATE_URL=f"sqlite:///{CONFIGURED}",
+    )
+    ploy = FlaskPloy(app)
+
+    @app.get("/get/<name>/<key>")
+    def get(name, key):
+        return {"value": getattr(g.env, name).get(key), "seen": g.get("seen")}
+
+    @app.post("/set/<name>/<key>/<value>")
+    def set_(name, key, value):
+        getattr(g.env, name).set(key, value)
+        g.seen = True
+        return {}
+
+    yield app
+    ploy._get_state(app).close()
+"""
+
+TEST_PLUGIN = """
+import pytest
+from flask import g
+
+
+def test_each_test_gets_empty_isolated_bindings(app, ploy, ploy_env):
+    assert ploy_env.CACHE.backend.display_url == "memory://"
+    url = ploy.state_store("STATE", app).display_url
+    assert url.startswith("sqlite:///") and url.endswith("/state.sqlite3")
+    assert "configured" not in url
+    assert ploy_env.STATE.get("k") is None
+    ploy_env.STATE.set("k", "first")
+    ploy_env.CACHE.set("c", "first")  # the configured Redis is down, and would raise
+    client = app.test_client()
+    assert client.get("/get/STATE/k").json["value"] == "first"
+    assert client.get("/get/CACHE/c").json["value"] == "first"
+    client.post("/set/USERS/u/1")
+    assert ploy_env.USERS.get("u") == "1"
+    # ploy_env pushes no app context: g does not carry over between requests.
+    assert client.get("/get/STATE/k").json["seen"] is None
+
+
+def test_the_next_test_starts_empty(ploy_env):
+    assert ploy_env.STATE.get("k") is None
+    assert ploy_env.USERS.get("u") is None
+    assert ploy_env.CACHE.get("c") is None
+
+
+def test_requests_alone_are_isolated_too(app):
+    client = app.test_client()
+    client.post("/set/STATE/via/request")
+    assert client.get("/get/STATE/via").json["value"] == "request"
+
+
+@pytest.mark.ploy_real_backends
+def test_the_marker_keeps_the_configured_backends(app, ploy):
+    assert ploy.state_store("STATE", app).display_url.endswith("configured.sqlite3")
+    with app.app_context():
+        g.env.STATE.set("real", "yes")
+
+
+def test_isolation_setting(request, app, ploy):
+    isolated = request.config.getini("ploy_isolation")
+    url = ploy.state_store("STATE", app).display_url
+    assert ("configured" not in url) is isolated
+
+
+def test_without_app():
+    pass
+"""
+
+TEST_CONTEXTS = """
+import pytest
+from flask import g
+
+
+@pytest.fixture
+def app(app):
+    with app.app_context():  # an app fixture that pushes a context before the swap
+        yield app
+
+
+def test_the_active_context_gets_the_isolated_env(app, ploy_env):
+    assert ploy_env is g.env
+    assert g.env.CACHE.backend.display_url == "memory://"
+    g.env.STATE.set("x", "1")
+    assert app.test_client().get("/get/STATE/x").json["value"] == "1"
+"""
+
+TEST_PYTEST_FLASK = """
+import pytest
+from flask import g
+
+
+@pytest.fixture(autouse=True)
+def _push_request_context(request):
+    # What pytest-flask does: one request context for the whole test.
+    if "app" not in request.fixturenames:
+        yield
+        return
+    ctx = request.getfixturevalue("app").test_request_context()
+    ctx.push()
+    yield
+    ctx.pop()
+
+
+def test_pytest_flask_style_context(app, ploy_env):
+    assert ploy_env is g.env
+    assert g.env.CACHE.backend.display_url == "memory://"
+    ploy_env.STATE.set("y", "2")
+    client = app.test_client()
+    client.post("/set/STATE/z/3")
+    assert client.get("/get/STATE/y").json == {"value": "2", "seen": True}  # g carried over
+    assert g.env.STATE.get("z") == "3"
+"""
+
+TEST_DB = """
+import pytest
+import redis
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_ploy import FlaskPloy
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = Flask("withdb")
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path}/app.sqlite3"
+    app.config["PLOY_BINDINGS"] = {"cache": {"CACHE": "default"}, "state": {"STATE": "default"}}
+    db = SQLAlchemy(app)
+    FlaskPloy(app, db=db, cache_client=redis.Redis(port=1))
+    return app
+
+
+def test_db_and_cache_client_are_replaced_too(app, ploy, ploy_env):
+    assert ploy.state_store("STATE", app).display_url.startswith("sqlite:///")
+    assert ploy_env.CACHE.backend.display_url == "memory://"
+    ploy_env.STATE.set("a", "b")
+    assert ploy_env.STATE.get("a") == "b"
+
+
+@pytest.mark.ploy_real_backends
+def test_db_with_the_marker(app, ploy):
+    assert ploy.state_store("STATE", app).display_url == "Flask-SQLAlchemy bind 'default'"
+"""
+
+TEST_NO_EXTENSION = """
+import pytest
+from flask import Flask
+
+
+@pytest.fixture
+def app():
+    return Flask("plain")
+
+
+def test_an_app_without_flask_ploy_is_left_alone(app):
+    assert "ploy" not in app.extensions
+
+
+def test_the_ploy_fixture_needs_flask_ploy(ploy):
+    pass
+"""
+
+
+def test_plugin_isolates_each_test(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(
+        test_plugin=TEST_PLUGIN,
+        test_contexts=TEST_CONTEXTS,
+        test_pytest_flask=TEST_PYTEST_FLASK,
+        test_db=TEST_DB,
+        test_no_extension=TEST_NO_EXTENSION,
+    )
+    result = pytester.runpytest_subprocess("--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=11, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR test_no_extension.py::test_the_ploy_fixture_needs_flask_ploy*",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*the 'app' fixture returned <Flask 'plain'>, which has no*"])
+    # Only the marked test wrote to the configured database.
+    with sqlite3.connect(pytester.path / "configured.sqlite3") as conn:
+        rows = conn.execute("SELECT resource, key, value FROM ploy_state").fetchall()
+    assert rows == [("default", "real", "yes")]
+
+    # ploy_isolation = false in the ini file turns it off for every test.
+    off = pytester.runpytest_subprocess(
+        "-o", "ploy_isolation=false", "-k", "isolation_setting", "-p", "no:cacheprovider"
+    )
+    off.assert_outcomes(passed=1)
