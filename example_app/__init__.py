@@ -1,0 +1,104 @@
+"""The flask-ploy example app: every pattern of Ploy's Cache and State docs
+as a Flask endpoint, and the better ways flask-ploy adds beside them.
+
+Run it::
+
+    make run                                    # memory:// cache, SQLite state
+    PLOY_CACHE_URL=redis://127.0.0.1:6379/0 make run
+    gunicorn -w 4 -b 127.0.0.1:8000 'example_app:create_app()'
+
+Modules:
+
+- :mod:`example_app.basics`: get/set/delete on any binding as JSON (what a
+  load test hits), and the seed docs' "Basic Example" workers.
+- :mod:`example_app.patterns`: the seed docs' "Common Patterns", each beside
+  the atomic version flask-ploy makes possible.
+- :mod:`example_app.page`: an HTML page showing counters, flags and
+  preferences, with forms to change them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from flask import Flask
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from flask_ploy import CacheUnavailable, FlaskPloy, StateUnavailable
+
+log = logging.getLogger(__name__)
+
+#: One extension object for every app the factory makes (tests make many).
+ploy = FlaskPloy()
+
+#: Settings taken from the environment when set, so one build runs anywhere.
+ENV_SETTINGS = ("SECRET_KEY", "PLOY_CACHE_URL", "PLOY_STATE_URL")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Make the example app.
+
+    Settings, later ones winning: the defaults below, then ``SECRET_KEY``,
+    ``PLOY_CACHE_URL`` and ``PLOY_STATE_URL`` from the environment, then
+    *config*. Without a URL, the cache is in memory (one per process) and
+    State is a SQLite file in ``example_app/instance/``.
+    """
+    app = Flask(__name__, instance_path=os.path.join(HERE, "instance"))
+    app.config.from_mapping(
+        # Signs the flash messages of the page. Set SECRET_KEY in production.
+        SECRET_KEY="dev",  # noqa: S106 (a development default, replaced from the environment)
+        # How long the "expensive report" takes to compute, in seconds.
+        REPORT_SECONDS=0.5,
+        # The atomic rate limiter: RATE_LIMIT requests per RATE_WINDOW seconds.
+        RATE_LIMIT=5,
+        RATE_WINDOW=10,
+    )
+    for key in ENV_SETTINGS:
+        if os.environ.get(key):
+            app.config[key] = os.environ[key]
+    if config:
+        app.config.update(config)
+
+    ploy.init_app(app)  # reads example_app/ploy.yaml
+
+    from . import basics, page, patterns
+
+    app.register_blueprint(basics.bp)
+    app.register_blueprint(patterns.bp)
+    app.register_blueprint(page.bp)
+    _register_error_handlers(app)
+    return app
+
+
+def _register_error_handlers(app: Flask) -> None:
+    """Errors as JSON with the right status: never a bare 500 for a known case."""
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> ResponseReturnValue:
+        return {"error": exc.description}, exc.code or 500
+
+    @app.errorhandler(ValueError)
+    def bad_argument(exc: ValueError) -> ResponseReturnValue:
+        # The bindings raise ValueError for a key they refuse (empty, over
+        # 512 bytes) and incr() for a value that is not an integer. Keys and
+        # values come from the request here, so that is the client's error.
+        return {"error": str(exc)}, 400
+
+    @app.errorhandler(StateUnavailable)
+    def state_down(exc: StateUnavailable) -> ResponseReturnValue:
+        # State is durable storage: without it we cannot answer, but we can
+        # say so. The message names the database with its password masked.
+        log.error("%s", exc)
+        return {"error": "the state database is unavailable; try again later"}, 503
+
+    @app.errorhandler(CacheUnavailable)
+    def cache_down(exc: CacheUnavailable) -> ResponseReturnValue:
+        # Only reached with PLOY_CACHE_ON_ERROR = "raise": by default a cache
+        # outage reads as misses, and the views below handle incr()/add().
+        log.error("%s", exc)
+        return {"error": "the cache is unavailable; try again later"}, 503

@@ -1,0 +1,369 @@
+"""The "Common Patterns" of Ploy's Cache and State docs, as JSON endpoints.
+
+Each seed function is ported as written (``*_seed``), and where it has a
+race, the atomic operation flask-ploy adds stands beside it:
+``Cache.incr(key, ttl=)`` for rate limits, ``State.incr`` for counters,
+``Cache.add`` for locks and ``State.update`` for partial JSON updates.
+
+Cache values can vanish at any time (expiry, eviction, an outage), so every
+``get`` here handles ``None``; ``incr`` and ``add`` raise
+:class:`~flask_ploy.CacheUnavailable` when the cache is down, and the views
+catch it and carry on without the cache.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+import time
+from typing import Any
+
+from flask import Blueprint, abort, current_app, g, request
+from flask.typing import ResponseReturnValue
+
+from flask_ploy import CacheUnavailable
+
+bp = Blueprint("patterns", __name__)
+
+
+# -- Caching expensive computations -------------------------------------------
+
+
+def compute_expensive_report(report_id: str) -> dict[str, Any]:
+    """Stands in for a slow query: sums the counters, then sleeps."""
+    counters = counter_values()
+    time.sleep(current_app.config["REPORT_SECONDS"])
+    return {
+        "id": report_id,
+        "counters": counters,
+        "total": sum(v for v in counters.values() if isinstance(v, int)),
+        "generated_at": time.time(),
+        "generated_by": os.getpid(),
+    }
+
+
+def get_report(report_id: str) -> tuple[dict[str, Any], bool]:
+    """The seed's ``getReport``; also returns whether it came from the cache."""
+    cached = g.env.CACHE.get(f"report:{report_id}")
+    if cached:
+        return json.loads(cached), True
+    report = compute_expensive_report(report_id)
+    g.env.CACHE.set(f"report:{report_id}", json.dumps(report), ttl=600)  # 10 minutes
+    return report, False
+
+
+@bp.get("/reports/<report_id>")
+def report(report_id: str) -> ResponseReturnValue:
+    data, cached = get_report(report_id)
+    return {"report": data, "cached": cached}
+
+
+@bp.post("/reports/<report_id>/refresh")
+def refresh_report(report_id: str) -> ResponseReturnValue:
+    """Recompute a report now, one request at a time: a lock made with ``add``.
+
+    ``add`` stores only if the key is absent, atomically, so of many
+    concurrent refreshes exactly one gets the lock; the others answer 409
+    at once instead of all computing the same report (a "dogpile"). The
+    lock's TTL frees it even if this process dies mid-way.
+    """
+    lock = f"lock:report:{report_id}"
+    token = secrets.token_hex(8)
+    try:
+        locked = g.env.CACHE.add(lock, token, ttl=30)
+    except CacheUnavailable:
+        # No cache, no lock: compute anyway. The worst case is duplicate
+        # work, and the report cannot be cached right now either.
+        return {"report": compute_expensive_report(report_id), "locked": False}
+    if not locked:
+        return {"error": "another request is refreshing this report"}, 409
+    try:
+        data = compute_expensive_report(report_id)
+        g.env.CACHE.set(f"report:{report_id}", json.dumps(data), ttl=600)
+    finally:
+        # Release only our own lock. Reading then deleting is not atomic, but
+        # the lock can only change hands after its TTL: keep the work far
+        # shorter than 30 s and this never deletes another request's lock.
+        if g.env.CACHE.get(lock) == token:
+            g.env.CACHE.delete(lock)
+    return {"report": data, "locked": True}
+
+
+# -- Rate limiting --------------------------------------------------------------
+
+
+def is_rate_limited_seed(ip: str) -> bool:
+    """The seed's ``isRateLimited``: one request per IP per second.
+
+    It races: two requests arriving together both read ``None`` and both
+    pass, because nothing happens between the ``get`` and the ``set``.
+    """
+    key = f"ratelimit:{ip}"
+    seen = g.env.CACHE.get(key)
+    if seen:
+        return True
+    g.env.CACHE.set(key, "1", ttl=1)  # block repeat requests for 1 second
+    return False
+
+
+@bp.get("/ratelimit/seed")
+def rate_limited_seed() -> ResponseReturnValue:
+    if is_rate_limited_seed(request.remote_addr or "unknown"):
+        return {"limited": True}, 429
+    return {"limited": False}
+
+
+def hits_this_window(ip: str) -> int | None:
+    """Count a request in the current fixed window; ``None`` if the cache is down.
+
+    ``incr`` adds one and returns the new count in a single atomic step, so
+    concurrent requests each get their own number and none slips through.
+    Its ``ttl`` applies only when this call creates the key: the first
+    request of a window starts the clock, and the count resets when the key
+    expires.
+    """
+    window = current_app.config["RATE_WINDOW"]
+    try:
+        return int(g.env.CACHE.incr(f"ratelimit:window:{ip}", ttl=window))
+    except CacheUnavailable:
+        return None
+
+
+@bp.get("/ratelimit")
+def rate_limited() -> ResponseReturnValue:
+    limit = current_app.config["RATE_LIMIT"]
+    hits = hits_this_window(request.remote_addr or "unknown")
+    # Fail open: an outage of the cache must not lock every user out.
+    if hits is not None and hits > limit:
+        retry = str(current_app.config["RATE_WINDOW"])
+        return {"limited": True, "hits": hits, "limit": limit}, 429, {"Retry-After": retry}
+    return {"limited": False, "hits": hits, "limit": limit}
+
+
+# -- Short-lived session data: one-time codes -------------------------------------
+
+
+@bp.post("/otp/<user_id>")
+def send_code(user_id: str) -> ResponseReturnValue:
+    code = f"{secrets.randbelow(10**6):06d}"
+    g.env.CACHE.set(f"otp:{user_id}", code, ttl=900)  # valid for 15 minutes
+    # A real app sends the code by e-mail or SMS; this one shows it, so you
+    # can try the next step. If the cache is down the code is not kept, and
+    # the user asks for a new one: fine for data that may be lost.
+    return {"sent": True, "code": code}
+
+
+@bp.post("/otp/<user_id>/verify")
+def verify_code(user_id: str) -> ResponseReturnValue:
+    key = f"otp:{user_id}"
+    submitted = request.form.get("code", "")
+    stored = g.env.CACHE.get(key)
+    # The seed: valid = stored !== null && stored === submittedCode. Two
+    # additions: compare in constant time, and make the code one-time.
+    # delete() returns True for exactly one caller, so two requests racing
+    # with the right code cannot both succeed. (A real app also limits the
+    # attempts per code, with incr as in /ratelimit.)
+    valid = (
+        stored is not None
+        and hmac.compare_digest(stored.encode(), submitted.encode())
+        and g.env.CACHE.delete(key)
+    )
+    return {"valid": valid}
+
+
+# -- Feature flags ------------------------------------------------------------------
+
+#: The flags the page offers; any other ``feature:*`` key shows up too.
+KNOWN_FLAGS = ("dark-mode", "new-checkout", "beta-reports")
+
+
+def is_feature_enabled(feature: str) -> bool:
+    """The seed's ``isFeatureEnabled``: only the string ``"true"`` enables."""
+    return bool(g.env.STATE.get(f"feature:{feature}") == "true")
+
+
+def set_feature(feature: str, enabled: bool) -> None:
+    g.env.STATE.set(f"feature:{feature}", "true" if enabled else "false")
+
+
+def all_flags() -> dict[str, bool]:
+    """Known flags (off unless set) and every stored one, by name."""
+    flags = dict.fromkeys(KNOWN_FLAGS, False)
+    for key, value in g.env.STATE.items("feature:"):
+        flags[key.removeprefix("feature:")] = value == "true"
+    return dict(sorted(flags.items()))
+
+
+@bp.get("/flags")
+def flags() -> ResponseReturnValue:
+    return all_flags()
+
+
+@bp.get("/flags/<feature>")
+def flag(feature: str) -> ResponseReturnValue:
+    return {"feature": feature, "enabled": is_feature_enabled(feature)}
+
+
+@bp.post("/flags/<feature>")
+def set_flag(feature: str) -> ResponseReturnValue:
+    enabled = request.form.get("enabled", "").lower() in ("true", "1", "on", "yes")
+    set_feature(feature, enabled)
+    return {"feature": feature, "enabled": enabled}
+
+
+# -- Persistent counters -----------------------------------------------------------
+
+
+def increment_counter_seed(name: str) -> int:
+    """The seed's ``incrementCounter``: read, add one, write.
+
+    Loses updates: two workers that read 41 at the same time both write 42.
+    """
+    current = g.env.STATE.get(f"counter:{name}")
+    new_count = int(current) + 1 if current else 1
+    g.env.STATE.set(f"counter:{name}", str(new_count))
+    return new_count
+
+
+def increment_counter(name: str) -> int:
+    """Add one in the database itself, in one statement: never loses a count."""
+    return int(g.env.STATE.incr(f"counter:{name}"))
+
+
+def counter_values() -> dict[str, int | str]:
+    """Every counter by name; a value someone overwrote with text stays text."""
+    counters: dict[str, int | str] = {}
+    for key, value in g.env.STATE.items("counter:"):
+        try:
+            counters[key.removeprefix("counter:")] = int(value)
+        except ValueError:
+            counters[key.removeprefix("counter:")] = value
+    return counters
+
+
+@bp.get("/counters")
+def counters() -> ResponseReturnValue:
+    return counter_values()
+
+
+@bp.get("/counters/<name>")
+def counter(name: str) -> ResponseReturnValue:
+    value = g.env.STATE.get(f"counter:{name}")
+    return {"name": name, "value": int(value) if value else 0}
+
+
+@bp.post("/counters/<name>")
+def increment(name: str) -> ResponseReturnValue:
+    return {"name": name, "value": increment_counter(name)}
+
+
+@bp.post("/counters/<name>/seed")
+def increment_seed(name: str) -> ResponseReturnValue:
+    return {"name": name, "value": increment_counter_seed(name)}
+
+
+# -- User preferences (in USER_STATE: a second state binding) ---------------------
+
+DEFAULT_PREFS = {"theme": "light", "language": "en"}
+CHOICES = {"theme": ("light", "dark"), "language": ("en", "fr", "de", "es")}
+
+
+def get_user_preferences(user_id: str) -> dict[str, Any]:
+    """The seed's ``getUserPreferences``; stored fields win over the defaults."""
+    raw = g.env.USER_STATE.get(f"prefs:{user_id}")
+    stored = json.loads(raw) if raw else {}  # not JSON: ValueError, a 400
+    if not isinstance(stored, dict):
+        raise ValueError(f"prefs:{user_id} holds {raw!r}, not a JSON object")
+    return {**DEFAULT_PREFS, **stored}
+
+
+def set_user_preferences(user_id: str, prefs: dict[str, str]) -> None:
+    """The seed's ``setUserPreferences``: replaces the whole object."""
+    g.env.USER_STATE.set(f"prefs:{user_id}", json.dumps(prefs))
+
+
+def update_user_preferences(user_id: str, changes: dict[str, str]) -> dict[str, Any]:
+    """Change only the given fields, atomically: ``update`` with ``$set``.
+
+    Two requests changing different fields at once both win; with the
+    seed's read, modify, ``set``, the second would undo the first.
+    """
+    if not changes:  # update() refuses an empty $set: nothing to do
+        return get_user_preferences(user_id)
+    new = g.env.USER_STATE.update(f"prefs:{user_id}", {"$set": changes})
+    return {**DEFAULT_PREFS, **json.loads(new)}
+
+
+def preference_changes() -> dict[str, str]:
+    """The submitted preference fields, checked against :data:`CHOICES`."""
+    changes = {}
+    for field, allowed in CHOICES.items():
+        value = request.form.get(field)
+        if value is None or value == "":
+            continue
+        if value not in allowed:
+            abort(400, f"{field} must be one of {', '.join(allowed)}, got {value!r}")
+        changes[field] = value
+    return changes
+
+
+@bp.get("/prefs/<user_id>")
+def prefs(user_id: str) -> ResponseReturnValue:
+    return get_user_preferences(user_id)
+
+
+@bp.post("/prefs/<user_id>")
+def update_prefs(user_id: str) -> ResponseReturnValue:
+    return update_user_preferences(user_id, preference_changes())
+
+
+@bp.put("/prefs/<user_id>")
+def replace_prefs(user_id: str) -> ResponseReturnValue:
+    prefs = {**DEFAULT_PREFS, **preference_changes()}
+    set_user_preferences(user_id, prefs)
+    return prefs
+
+
+# -- Multiple bindings --------------------------------------------------------------
+# STATE keeps the site config durably; CACHE holds a copy for 60 s so most
+# requests skip the database; SESSION_CACHE keeps per-user session data apart
+# from everything in CACHE (same server, separate keys).
+
+
+@bp.get("/config")
+def get_config() -> ResponseReturnValue:
+    value = g.env.CACHE.get("config")
+    if value is None:
+        value = g.env.STATE.get("config")
+        if value is not None:
+            g.env.CACHE.set("config", value, ttl=60)
+        return {"config": value, "cached": False}
+    return {"config": value, "cached": True}
+
+
+@bp.post("/config")
+def set_config() -> ResponseReturnValue:
+    value = request.form.get("value")
+    if value is None:
+        abort(400, "missing field 'value'")
+    g.env.STATE.set("config", value)
+    # Drop the cached copy, so the next read sees the new value at once
+    # rather than up to 60 s later.
+    g.env.CACHE.delete("config")
+    return {"config": value}
+
+
+@bp.post("/sessions/<user_id>")
+def set_session(user_id: str) -> ResponseReturnValue:
+    data = request.form.get("data")
+    if data is None:
+        abort(400, "missing field 'data'")
+    g.env.SESSION_CACHE.set(f"user:{user_id}", data, ttl=3600)  # one hour
+    return {"success": True}
+
+
+@bp.get("/sessions/<user_id>")
+def get_session(user_id: str) -> ResponseReturnValue:
+    return {"data": g.env.SESSION_CACHE.get(f"user:{user_id}")}
