@@ -461,6 +461,8 @@ class _BadInput(ValueError):
     """
 
 
+_decode_json = json.JSONDecoder().decode
+
 _TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
 
 
@@ -568,7 +570,7 @@ class _Reader:
 
     def _line(self, raw: bytes, line: int) -> tuple[str, str]:
         try:
-            obj = json.loads(raw.decode("utf-8"))
+            obj = _decode_json(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise _BadInput(
                 f"{self.name}, line {line}: not UTF-8 ({exc.reason} at byte {exc.start + 1}"
@@ -599,6 +601,29 @@ class _Reader:
             text.fail("extra data after the closing ']'")
 
     def _pair(self, obj: Any, line: int) -> tuple[str, str]:
+        # The common case in a few cheap checks: two short strings. A key of
+        # at most max_key // 4 characters fits in max_key bytes of UTF-8.
+        if type(obj) is dict and len(obj) == 2:
+            key = obj.get("key")
+            value = obj.get("value")
+            if (
+                type(key) is str
+                and type(value) is str
+                and 0 < len(key) <= self.max_key // 4
+                and len(value) * 4 <= self.max_value
+            ):
+                try:  # refuse lone surrogates, which UTF-8 cannot encode
+                    if not key.isascii():
+                        key.encode()
+                    if not value.isascii():
+                        value.encode()
+                except UnicodeEncodeError:
+                    pass
+                else:
+                    return key, value
+        return self._checked_pair(obj, line)
+
+    def _checked_pair(self, obj: Any, line: int) -> tuple[str, str]:
         where = f"{self.name}, line {line}"
         if type(obj) is not dict or obj.keys() != {"key", "value"}:
             if type(obj) is not dict:

@@ -93,6 +93,12 @@ def test_isolation_setting(request, app, ploy):
 
 def test_without_app():
     pass
+
+
+def test_cli_sees_the_test_bindings(app, ploy_env):
+    ploy_env.STATE.set("k", "v")
+    result = app.test_cli_runner().invoke(args=["ploy", "state", "dump", "STATE"])
+    assert result.stdout == '{"key": "k", "value": "v"}\\n'
 """
 
 TEST_CONTEXTS = """
@@ -200,7 +206,7 @@ def test_plugin_isolates_each_test(pytester: pytest.Pytester) -> None:
         test_no_extension=TEST_NO_EXTENSION,
     )
     result = pytester.runpytest_subprocess("--strict-markers", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=11, errors=1)
+    result.assert_outcomes(passed=12, errors=1)
     result.stdout.fnmatch_lines(
         [
             "*ERROR test_no_extension.py::test_the_ploy_fixture_needs_flask_ploy*",
