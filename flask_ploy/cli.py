@@ -20,6 +20,7 @@ import difflib
 import itertools
 import json
 import os
+import stat
 import statistics
 import sys
 import tempfile
@@ -172,7 +173,7 @@ def config_command() -> None:
 
     Reads ploy.yaml (or PLOY_BINDINGS) and the PLOY_* settings again, so
     an edit made since the app started is checked too. Exits 1 with the
-    error if the configuration is invalid. Connects to nothing.
+    error if the configuration is invalid. Opens no connection.
     """
     ext = _ext()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -780,10 +781,11 @@ def state_load(binding: str, file: str, replace: bool, dry_run: bool) -> None:
     name = "<stdin>" if stdin else file
     stream = sys.stdin.buffer if stdin else open(file, "rb")  # noqa: SIM115
     try:
-        size: int | None = None
+        size: int | None = None  # the progress bar's length, for a regular file
         if not stdin:
             with contextlib.suppress(OSError):
-                size = os.fstat(stream.fileno()).st_size
+                st = os.fstat(stream.fileno())
+                size = st.st_size if stat.S_ISREG(st.st_mode) else None
         with _reporting(), _progress(size, f"Loading {binding}", show_pos=False) as update:
             reader = _Reader(stream, name, settings.max_key_bytes, settings.max_value_bytes, update)
             try:

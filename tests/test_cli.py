@@ -532,25 +532,37 @@ def test_commands_in_real_processes(tmp_path: Path) -> None:
     assert loaded.stderr == b""  # piped: no progress bar
 
     # With stderr on a terminal, a progress bar; stdout stays clean JSON Lines.
-    leader, follower = pty.openpty()
-    try:
-        dumped = flask(tmp_path, "state", "dump", "USERS", stderr=follower)
-        os.close(follower)
-        follower = -1
-        bar = b""
-        while select.select([leader], [], [], 0)[0]:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            bar += chunk
-    finally:
-        if follower >= 0:
-            os.close(follower)
-        os.close(leader)
+    dumped, bar = on_a_terminal(tmp_path, "state", "dump", "USERS")
     assert dumped.returncode == 0
     assert dumped.stdout == lines
     assert b"Dumping USERS" in bar
     assert b"2500/2500" in bar
+    (tmp_path / "dump.jsonl").write_bytes(lines)
+    loaded, bar = on_a_terminal(tmp_path, "state", "load", "STATE", "dump.jsonl")
+    assert loaded.returncode == 0
+    assert loaded.stdout == b"Loaded 2500 keys from dump.jsonl (JSON Lines) into STATE.\n"
+    assert b"Loading STATE" in bar
+    assert b"100%" in bar
+
+
+def on_a_terminal(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[bytes], bytes]:
+    """Run ``flask ploy ARGS`` with stderr on a pseudo-terminal; return it and the output there."""
+    leader, follower = pty.openpty()
+    try:
+        proc = flask(tmp_path, *args, stderr=follower)
+        os.close(follower)
+        follower = -1
+        out = b""
+        while select.select([leader], [], [], 0)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal is closed
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        if follower >= 0:
+            os.close(follower)
+        os.close(leader)
+    return proc, out
