@@ -1053,14 +1053,28 @@ class State:
 
         With *replace*, the resource is emptied first, in the same
         transaction. Any bad key or value (raised by the iterable or by the
-        checks) rolls everything back.
+        checks) rolls everything back. A list is retried if the database
+        reports a lock conflict; a one-shot iterator (a generator, a file
+        reader) raises :class:`~flask_ploy.StateUnavailable` instead.
         """
         if self._cur is None:
             self._borrow()
         d = self._d
         assert d is not None
 
+        one_shot = iter(pairs) is pairs  # a generator or file reader: cannot re-run
+        runs = 0
+
         def body(cur: Any) -> int:
+            nonlocal runs
+            runs += 1
+            if runs > 1 and one_shot:
+                # The database asked for a retry after part of the input was
+                # consumed; it was rolled back, and cannot be read again here.
+                raise StateUnavailable(
+                    f"state database {self._store.display_url}: {self.name}.load hit a lock"
+                    " conflict and was rolled back; nothing was written. Run it again."
+                )
             if replace:
                 cur.execute(d.clear, (self.resource,))
             n = 0

@@ -377,3 +377,20 @@ def test_items_pages_through_everything(state_env: Any) -> None:
     assert list(state_env.STATE.items("k00", page_size=7)) == [
         (k, v) for k, v in sorted(data.items()) if k.startswith("k00")
     ]
+
+
+def test_load_of_a_one_shot_iterator_is_never_half_retried(state_env: Any) -> None:
+    from flask_ploy import StateUnavailable
+    from flask_ploy.state import _Retry
+
+    s = state_env.STATE
+    s.set("keep", "me")
+
+    def pairs() -> Any:
+        yield "a", "1"
+        yield "b", "2"
+        raise _Retry  # what _run does when the database reports a deadlock mid-body
+
+    with pytest.raises(StateUnavailable, match="lock conflict.*nothing was written"):
+        s.load(pairs(), replace=True)
+    assert dict(s.items()) == {"keep": "me"}
