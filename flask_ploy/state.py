@@ -1062,7 +1062,7 @@ class State:
         d = self._d
         assert d is not None
 
-        one_shot = iter(pairs) is pairs  # a generator or file reader: cannot re-run
+        one_shot = isinstance(pairs, Iterator)  # a generator, say: cannot be read twice
         runs = 0
 
         def body(cur: Any) -> int:
