@@ -17,6 +17,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -38,10 +39,10 @@ NEEDS = {
     "http": {"redis", "wrk"},
 }
 
-FULL = {"rounds": 101, "ops": 200, "warmup": 5, "dataset": 10_000,
+FULL = {"rounds": 101, "ops": 200, "warmup": 5, "dataset": 10_000, "cli": True,
         "sizes": [1_000, 100_000, 1_000_000], "http_seconds": 4, "http_rounds": 3}  # fmt: skip
-QUICK = {"rounds": 15, "ops": 50, "warmup": 2, "dataset": 2_000,
-         "sizes": [1_000, 10_000, 100_000], "http_seconds": 1, "http_rounds": 1}  # fmt: skip
+QUICK = {"rounds": 21, "ops": 100, "warmup": 3, "dataset": 2_000, "cli": False,
+         "sizes": [1_000, 10_000, 100_000], "http_seconds": 2, "http_rounds": 1}  # fmt: skip
 
 
 def _port_open(url: str) -> bool:
@@ -74,9 +75,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sizes", help="dataset sizes of the growth curves, e.g. 1000,100000")
     p.add_argument("--http-seconds", type=float, help="seconds per wrk run")
     p.add_argument("--http-rounds", type=int, help="wrk runs per route and app")
+    p.add_argument(
+        "--no-http-warmup", action="store_true", help="skip the untimed wrk run per route and app"
+    )
     p.add_argument("--out", help="results folder (default: bench/results; --quick: a temp dir)")
     p.add_argument("--charts", help="charts folder (default: docs/bench; --quick: --out)")
     p.add_argument("--keep", action="store_true", help="keep the data folder")
+    p.add_argument(
+        "--no-cli", action="store_true", help="skip bench/cli_dump_load.py in the dumpload group"
+    )
     p.add_argument(
         "--redis-url", default=os.environ.get("PLOY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
@@ -143,7 +150,35 @@ def datasets(cfg: dict[str, Any]) -> dict[str, Any]:
             f"  {size} keys: load {out['load'][str(size)]['keys_per_s']:,.0f}/s,"
             f" dump {out['dump'][str(size)]['keys_per_s']:,.0f}/s"
         )
+    if cfg["cli"] and os.path.exists(os.path.join(HERE, "cli_dump_load.py")):
+        out["cli"] = cli_dump_load(max(cfg["sizes"]))
     return out
+
+
+CLI_ROW = re.compile(r"^(\S.*?)\s+([\d.]+)\s+([\d,]+)\s+(\d+) MB$")
+
+
+def cli_dump_load(n: int) -> dict[str, Any]:
+    """Run bench/cli_dump_load.py (``flask ploy state dump/load``) and parse its table."""
+    _log(f"  bench/cli_dump_load.py --keys {n}")
+    text = subprocess.run(
+        [sys.executable, os.path.join(HERE, "cli_dump_load.py"), "--keys", str(n)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rows = []
+    for line in text.splitlines():
+        m = CLI_ROW.match(line)
+        if m:
+            rows.append({
+                "command": m.group(1),
+                "seconds": float(m.group(2)),
+                "keys_per_s": m.group(3),
+                "peak_rss_mb": float(m.group(4)),
+            })  # fmt: skip
+    return {"keys": n, "rows": rows, "output": text}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": s["sizes"],
         "http_seconds": s["http_seconds"],
         "http_rounds": s["http_rounds"],
+        "http_warmup": not args.no_http_warmup,
+        "cli": s["cli"] and not args.no_cli,
         "redis_url": args.redis_url,
         "pg_url": args.pg_url,
         "tmp": tmp,

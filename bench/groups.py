@@ -197,7 +197,7 @@ def cache_group(cfg: dict[str, Any]) -> dict[str, Any]:
             ) -> list[Any]:
                 batch = []
                 for _ in range(batches):
-                    ks = rng.sample(names, size)
+                    ks = rng.sample(names, min(size, len(names)))
                     batch.append((ks, [full[k] for k in ks]))
                 return batch
 
@@ -546,34 +546,65 @@ def state_group(cfg: dict[str, Any], kind: str) -> dict[str, Any]:
 # Cost growth: state get and list at each dataset size, interleaved.
 
 
+MMAP_BYTES = 1 << 30  # PRAGMA mmap_size of the "+ mmap" contender
+HOT_KEYS = 1000  # adjacent keys in the hot range of the "hot range" contender
+
+
 def growth_group(cfg: dict[str, Any]) -> dict[str, Any]:
+    """State get and list at each dataset size, all sizes interleaved.
+
+    Per size: flask-ploy and raw sqlite3 on uniformly random keys (every
+    read may miss SQLite's page cache); flask-ploy with ``PRAGMA
+    mmap_size`` set by a SQLAlchemy ``connect`` listener; and flask-ploy on
+    a hot range of 1,000 adjacent keys, which fits SQLite's page cache: the
+    cost of the B-tree's depth alone, without cache misses.
+    """
     from flask_ploy import FlaskPloy
 
     sizes: list[int] = cfg["sizes"]
     files: dict[str, str] = cfg["files"]
-    bindings: dict[int, Any] = {}
+    bindings: dict[tuple[int, str], Any] = {}
     raws: dict[int, _RawSQLite] = {}
     ctxs = []
+
+    def mmap(dbapi_conn: Any, record: Any) -> None:
+        dbapi_conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
+
     for size in sizes:
-        app = Flask(f"bench_growth_{size}", root_path=cfg["tmp"])
-        app.config.update(
-            PLOY_BINDINGS={"state": {"STATE": "default"}},
-            PLOY_STATE_URL=f"sqlite:///{files[str(size)]}",
-        )
-        FlaskPloy(app)
-        ctx = app.app_context()
-        ctx.push()
-        ctxs.append(ctx)
-        bindings[size] = g.env.STATE
-        assert bindings[size].get(f"k{size - 1:08d}") is not None
+        for variant in ("plain", "mmap"):
+            app = Flask(f"bench_growth_{size}_{variant}", root_path=cfg["tmp"])
+            app.config.update(
+                PLOY_BINDINGS={"state": {"STATE": "default"}},
+                PLOY_STATE_URL=f"sqlite:///{files[str(size)]}",
+            )
+            ploy = FlaskPloy(app)
+            if variant == "mmap":
+                sa.event.listen(ploy.state_store("STATE", app).engine, "connect", mmap)
+            ctx = app.app_context()
+            ctx.push()
+            ctxs.append(ctx)
+            bindings[size, variant] = g.env.STATE
+            assert bindings[size, variant].get(f"k{size - 1:08d}") is not None
         raws[size] = _RawSQLite(files[str(size)], "ploy_state")
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"mmap_bytes": MMAP_BYTES, "hot_keys": HOT_KEYS}
     try:
         rng = random.Random(7)
         plan = _plan(cfg)
+        hot = {}
+        for size in sizes:
+            start = rng.randrange(max(1, size - HOT_KEYS))
+            hot[size] = [f"k{i:08d}" for i in range(start, min(size, start + HOT_KEYS))]
 
         def keys(r: int) -> list[tuple[str, ...]]:
-            return [tuple(f"k{rng.randrange(size):08d}" for size in sizes) for _ in range(plan.ops)]
+            # (uniform key, hot key) for each size, flattened
+            return [
+                tuple(
+                    k
+                    for size in sizes
+                    for k in (f"k{rng.randrange(size):08d}", rng.choice(hot[size]))
+                )
+                for _ in range(plan.ops)
+            ]
 
         def ploy_get(j: int, st: Any) -> Run:
             def run(ks: Sequence[tuple[str, ...]]) -> None:
@@ -607,11 +638,16 @@ def growth_group(cfg: dict[str, Any]) -> dict[str, Any]:
 
         get_c: dict[str, Run] = {}
         list_c: dict[str, Run] = {}
-        for j, size in enumerate(sizes):
-            get_c[f"flask-ploy @{size}"] = ploy_get(j, bindings[size])
-            get_c[f"sqlite3 @{size}"] = raw_get(j, raws[size].conn, raws[size].get_sql)
-            list_c[f"flask-ploy @{size}"] = ploy_list(j, bindings[size])
-            list_c[f"sqlite3 @{size}"] = raw_list(j, raws[size].conn, raws[size].list_sql)
+        for i, size in enumerate(sizes):
+            u, h = 2 * i, 2 * i + 1
+            raw = raws[size]
+            get_c[f"flask-ploy @{size}"] = ploy_get(u, bindings[size, "plain"])
+            get_c[f"sqlite3 @{size}"] = raw_get(u, raw.conn, raw.get_sql)
+            get_c[f"flask-ploy + mmap @{size}"] = ploy_get(u, bindings[size, "mmap"])
+            get_c[f"flask-ploy hot range @{size}"] = ploy_get(h, bindings[size, "plain"])
+            list_c[f"flask-ploy @{size}"] = ploy_list(u, bindings[size, "plain"])
+            list_c[f"sqlite3 @{size}"] = raw_list(u, raw.conn, raw.list_sql)
+            list_c[f"flask-ploy + mmap @{size}"] = ploy_list(u, bindings[size, "mmap"])
         first = f"flask-ploy @{sizes[0]}"
         out["get"] = _measure(get_c, keys, plan, first)
         lplan = _plan(cfg, 0.25)

@@ -44,6 +44,12 @@ def _wait(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> No
     raise RuntimeError(f"gunicorn did not listen on port {port} within {timeout} s")
 
 
+def _has_setting(name: str) -> bool:
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return any(setting.name == name for setting in KNOWN_SETTINGS)
+
+
 @contextlib.contextmanager
 def _servers(env: dict[str, str]) -> Iterator[dict[str, int]]:
     procs: list[subprocess.Popen[bytes]] = []
@@ -53,6 +59,8 @@ def _servers(env: dict[str, str]) -> Iterator[dict[str, int]]:
             port = _free_port()
             cmd = [sys.executable, "-m", "gunicorn", "-w", str(WORKERS), "-b",
                    f"127.0.0.1:{port}", "--log-level", "warning", target]  # fmt: skip
+            if _has_setting("control_socket_disable"):
+                cmd.insert(-1, "--no-control-socket")  # two arbiters would share its path
             procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env))
             ports[name] = port
         for (_name, port), proc in zip(ports.items(), procs):
@@ -126,8 +134,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     rng = random.Random(5)
     try:
         with _servers(env) as ports:
-            for _route, method, p in ROUTES:  # warm up every worker and route
-                for port in ports.values():
+            for _route, method, p in ROUTES if cfg.get("http_warmup", True) else []:
+                for port in ports.values():  # warm up every worker and route
                     _wrk(f"http://127.0.0.1:{port}{p}", method, 1, script)
             for _ in range(rounds):
                 for route, method, p in ROUTES:

@@ -118,36 +118,54 @@ def http_table(http: dict[str, Any]) -> Table:
 
 
 def growth_table(results: dict[str, Any]) -> Table:
-    groups = results["groups"]
-    growth = groups.get("growth")
-    dl = groups.get("dumpload", {})
+    growth = results["groups"]["growth"]
     sizes = [str(s) for s in results["settings"]["sizes"]]
-    header = ["keys"]
-    if growth:
-        header += ["get µs (x @smallest)", "sqlite3 get µs", "list page µs", "sqlite3 list page µs"]
-    if dl:
-        header += ["load keys/s", "load peak RSS MB", "dump keys/s", "dump peak RSS MB"]
+    g, li = growth["get"]["results"], growth["list"]["results"]
+
+    def cell(r: dict[str, Any], name: str, size: str) -> str:
+        e, base = r.get(f"{name} @{size}"), r.get(f"{name} @{sizes[0]}")
+        if e is None or base is None:
+            return "n/a"
+        return f"{us(e['median_ns'])} ({ratio(e['median_ns'] / base['median_ns'])})"
+
+    header = ["keys", "get µs", "sqlite3 get µs", "get + mmap µs", "get, hot range µs",
+              "list page µs", "sqlite3 list page µs"]  # fmt: skip
     rows = []
     for size in sizes:
-        row = [f"{int(size):,}"]
-        if growth:
-            g = growth["get"]["results"]
-            li = growth["list"]["results"]
-            row += [
-                _cell(g.get(f"flask-ploy @{size}")),
-                _cell(g.get(f"sqlite3 @{size}"), False),
-                _cell(li.get(f"flask-ploy @{size}"), False),
-                _cell(li.get(f"sqlite3 @{size}"), False),
-            ]
-        if dl:
-            lo, du = dl["load"].get(size), dl["dump"].get(size)
-            row += [
-                f"{lo['keys_per_s']:,.0f}" if lo else "n/a",
-                f"{lo['peak_rss_mb']:.0f}" if lo else "n/a",
-                f"{du['keys_per_s']:,.0f}" if du else "n/a",
-                f"{du['peak_rss_mb']:.0f}" if du else "n/a",
-            ]
-        rows.append(row)
+        rows.append([
+            f"{int(size):,}",
+            cell(g, "flask-ploy", size),
+            cell(g, "sqlite3", size),
+            cell(g, "flask-ploy + mmap", size),
+            cell(g, "flask-ploy hot range", size),
+            cell(li, "flask-ploy", size),
+            cell(li, "sqlite3", size),
+        ])  # fmt: skip
+    return header, rows
+
+
+def dumpload_table(results: dict[str, Any]) -> Table:
+    dl = results["groups"]["dumpload"]
+    header = ["keys", "load keys/s", "load s", "load peak RSS MB", "dump keys/s", "dump s",
+              "dump peak RSS MB"]  # fmt: skip
+    rows = []
+    for size in (str(s) for s in results["settings"]["sizes"]):
+        lo, du = dl["load"].get(size), dl["dump"].get(size)
+        if not (lo and du):
+            continue
+        rows.append([
+            f"{int(size):,}",
+            f"{lo['keys_per_s']:,.0f}", f"{lo['seconds']:.2f}", f"{lo['peak_rss_mb']:.0f}",
+            f"{du['keys_per_s']:,.0f}", f"{du['seconds']:.2f}", f"{du['peak_rss_mb']:.0f}",
+        ])  # fmt: skip
+    return header, rows
+
+
+def cli_table(results: dict[str, Any]) -> Table:
+    cli = results["groups"]["dumpload"]["cli"]
+    header = ["command (bench/cli_dump_load.py)", "seconds", "keys/s", "peak RSS MB"]
+    rows = [[r["command"], f"{r['seconds']:.1f}", r["keys_per_s"], f"{r['peak_rss_mb']:.0f}"]
+            for r in cli["rows"]]  # fmt: skip
     return header, rows
 
 
@@ -265,7 +283,7 @@ def targets(results: dict[str, Any]) -> Table:
             p, o = med(group, op, PLOY), med(group, op, "Flask-SQLAlchemy ORM")
             if p and o:
                 db = "SQLite" if group == "state_sqlite" else "PostgreSQL"
-                add(f"{db} {op} >= 5x faster than the ORM", o / p, lambda x: x >= 5,
+                add(f"state {op} >= 5x faster than the ORM, {db}", o / p, lambda x: x >= 5,
                     f"{o / p:.1f}x")  # fmt: skip
     http = groups.get("http")
     if http:
@@ -275,11 +293,14 @@ def targets(results: dict[str, Any]) -> Table:
     growth = groups.get("growth")
     if growth:
         sizes = results["settings"]["sizes"]
-        lo = _get(growth, "get", "results", f"flask-ploy @{sizes[0]}", "median_ns")
-        hi = _get(growth, "get", "results", f"flask-ploy @{sizes[-1]}", "median_ns")
-        if lo and hi:
-            add(f"state get @{sizes[-1]:,} keys <= 1.3x @{sizes[0]:,}", hi / lo,
-                lambda x: x <= 1.3, ratio(hi / lo))  # fmt: skip
+        for name, how in (("flask-ploy", "uniformly random keys"),
+                          ("flask-ploy hot range", "a hot range of 1,000 keys"),
+                          ("flask-ploy + mmap", "random keys, mmap_size set")):  # fmt: skip
+            lo = _get(growth, "get", "results", f"{name} @{sizes[0]}", "median_ns")
+            hi = _get(growth, "get", "results", f"{name} @{sizes[-1]}", "median_ns")
+            if lo and hi:
+                add(f"state get @{sizes[-1]:,} keys <= 1.3x @{sizes[0]:,}, {how}", hi / lo,
+                    lambda x: x <= 1.3, ratio(hi / lo))  # fmt: skip
     return ["target", "measured", ""], rows
 
 
@@ -322,8 +343,15 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, str, Table]]:
         out.append(("get_many", "Cache get_many: µs per call", many_table(groups["cache"])))
     if "http" in groups:
         out.append(("http", "HTTP: gunicorn, 2 workers, wrk", http_table(groups["http"])))
-    if "growth" in groups or "dumpload" in groups:
-        out.append(("growth", "Cost growth (State on SQLite)", growth_table(results)))
+    if "growth" in groups:
+        out.append(("growth", "Cost growth: State on SQLite, µs per call (x @smallest)",
+                    growth_table(results)))  # fmt: skip
+    if "dumpload" in groups:
+        out.append(("dumpload", "Dump and load (State.items / State.load), one process each",
+                    dumpload_table(results)))  # fmt: skip
+        if groups["dumpload"].get("cli"):
+            n = groups["dumpload"]["cli"]["keys"]
+            out.append(("cli", f"flask ploy state dump/load at {n:,} keys", cli_table(results)))
     if "profile" in groups:
         for name, table in profile_tables(groups["profile"]).items():
             out.append((f"profile_{name}", f"Hot path: {table[0][0]}", table))

@@ -1,0 +1,64 @@
+"""The benchmark suite still runs: ``python -m bench --quick`` on tiny sizes.
+
+No timing is asserted: this proves the code of every group works (against
+the real Redis, PostgreSQL, gunicorn and wrk) and that the report, the
+reST fragments and the charts are written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from . import servers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_quick_bench_runs_every_group(tmp_path: Path) -> None:
+    servers.need(servers.redis_ok(), f"Redis at {servers.REDIS_URL}")
+    servers.need(servers.sql_ok(servers.POSTGRES_URL), f"PostgreSQL at {servers.POSTGRES_URL}")
+    servers.need(shutil.which("wrk") is not None, "wrk")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--strict", "--rounds", "2", "--ops", "5",
+         "--warmup", "1", "--dataset", "120", "--sizes", "50,200", "--http-seconds", "1",
+         "--http-rounds", "1", "--no-http-warmup", "--no-cli", "--out", str(out),
+         "--redis-url", servers.REDIS_URL, "--pg-url", servers.POSTGRES_URL],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "MPLBACKEND": "Agg"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["skipped"] == {}
+    assert set(results["groups"]) == {
+        "cache", "state_sqlite", "state_postgres", "dumpload", "growth", "profile", "http",
+    }  # fmt: skip
+    state = results["groups"]["state_sqlite"]
+    assert set(state["get"]["results"]) == {
+        "sqlite3", "diskcache", "flask-ploy (binding)", "flask-ploy (g.env)",
+        "Flask-SQLAlchemy ORM",
+    }  # fmt: skip
+    for route in results["groups"]["http"]["routes"].values():
+        assert route["flask-ploy"]["errors"] == 0
+        assert route["hand-written"]["errors"] == 0
+        assert route["flask-ploy"]["rps"] > 0
+    assert results["groups"]["dumpload"]["load"]["200"]["keys"] == 200
+    assert results["groups"]["dumpload"]["dump"]["200"]["keys"] == 200
+    md = (out / "results.md").read_text()
+    assert "## Targets" in md
+    assert "| flask-ploy (g.env) |" in md
+    for name in ("targets", "ops_cache", "ops_state_sqlite", "http", "growth", "profile_state"):
+        assert (out / f"{name}.rst").read_text().startswith(".. list-table::")
+    for chart in ("ops", "http", "growth", "profile"):
+        assert (out / f"{chart}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
