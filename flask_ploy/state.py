@@ -475,7 +475,8 @@ class StateStore:
         assert dialect is not None
         try:
             fairy = engine.raw_connection()
-        except sa.exc.DBAPIError as exc:
+        except (sa.exc.DBAPIError, _dbapi_error(engine)) as exc:
+            # raw_connection() raises the driver's own errors, unwrapped
             raise StateUnavailable(
                 f"state database {self.display_url} is unavailable: {_reason(exc)}"
             ) from exc
@@ -534,6 +535,14 @@ class StateStore:
             raise StateUnavailable(f"state database {self.display_url}: {_reason(exc)}") from exc
         finally:
             self.checkin(lease)
+
+
+def _dbapi_error(engine: sa.Engine) -> type[BaseException]:
+    """The driver's base exception class (``psycopg.Error``, ``sqlite3.Error``...)."""
+    error = getattr(engine.dialect.loaded_dbapi, "Error", None)
+    if isinstance(error, type) and issubclass(error, BaseException):
+        return error
+    return sa.exc.DBAPIError
 
 
 def _reason(exc: BaseException) -> str:
