@@ -743,11 +743,14 @@ class Cache:
         backend = self.backend
         if backend.down_until and backend.is_down():
             self._down("incr", always_raise=True)
+        full = self._ns + key
         try:
-            return backend.incr(self._ns + key, amount, ttl)
+            return backend.incr(full, amount, ttl)
         except backend.errors as exc:
             self._failed("incr", exc, always_raise=True)
             raise  # pragma: no cover - _failed raised
+        except ValueError as exc:  # name the caller's key, not the namespaced one
+            raise ValueError(str(exc).replace(repr(full), repr(key), 1)) from None
 
     def add(self, key: str, value: str, ttl: int | timedelta | None = None) -> bool:
         """Store *value* only if *key* is absent, atomically; return whether stored.
