@@ -1,0 +1,823 @@
+"""Hostile input: one table of bad inputs across the three surfaces a user
+touches (the Python API, ``ploy.yaml`` with the ``PLOY_*`` settings, and the
+``flask ploy`` CLI), each with the exception (or exit code) and message it
+must give, and a check that the stores are unchanged afterwards.
+
+Then isolation, property-based: no key, however crafted, reaches another
+resource's data or another app's (a different ``PLOY_CACHE_KEY_PREFIX``),
+on memory://, Redis and SQLite.
+
+The API rows run on memory:// (Cache) and SQLite (State): the argument
+checks come before any backend is touched, and the contract suites run
+their own BAD_CALLS tables on every backend. The real default
+``PLOY_MAX_VALUE_BYTES`` (25 MiB) is tested on memory:// and SQLite; on
+MariaDB, whose default ``max_allowed_packet`` is 16 MiB, a value under 25
+MiB but over what one packet carries raises StateUnavailable (see
+:func:`test_mariadb_packet_limit_below_the_value_limit`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask, g
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flask_ploy import Cache, FlaskPloy, PloyConfigError, StateUnavailable, UnknownBinding
+from flask_ploy.cache import MemoryBackend, RedisBackend
+
+from . import servers
+from .conftest import AppFactory, worker_id
+
+MIB = 1024 * 1024
+DEFAULT_MAX_VALUE = 25 * MIB
+
+BINDINGS = {
+    "cache": {"CACHE": "default", "OTHER_CACHE": "other"},
+    "state": {"STATE": "default", "USER_STATE": "users"},
+}
+
+
+@dataclass
+class World:
+    """An app with data in every resource, and ways to poke at it."""
+
+    app: Flask
+    tmp: Path
+    state_path: str
+    marker: Path  # a file that an unsafe YAML tag would create
+
+    @property
+    def memory(self) -> MemoryBackend:
+        backend = self.app.extensions["ploy"]._get_state(self.app).caches["CACHE"].backend
+        assert isinstance(backend, MemoryBackend)
+        return backend
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """Every stored byte: the SQLite table and the memory cache."""
+        conn = sqlite3.connect(self.state_path)
+        try:
+            rows = sorted(conn.execute("SELECT resource, key, value FROM ploy_state"))
+        finally:
+            conn.close()
+        return rows, sorted((k, v[0]) for k, v in self.memory._data.items())
+
+    def yaml_app(self, text: str | bytes | None, **config: Any) -> Flask:
+        """A new app reading ploy.yaml with *text* (None: no file), on the same stores."""
+        root = self.tmp / f"yaml-{uuid.uuid4().hex[:8]}"
+        root.mkdir()
+        if text is not None:
+            data = text.encode() if isinstance(text, str) else text
+            (root / "ploy.yaml").write_bytes(data.replace(b"MARKER", str(self.marker).encode()))
+        app = Flask("hostile", root_path=str(root))
+        app.config["PLOY_STATE_URL"] = f"sqlite:///{self.state_path}"
+        app.config.update(config)
+        FlaskPloy(app)
+        return app
+
+    def config_app(self, **config: Any) -> Flask:
+        app = Flask("hostile", root_path=str(self.tmp))
+        app.config.update({"PLOY_BINDINGS": BINDINGS, **config})
+        FlaskPloy(app)
+        return app
+
+    def cli(self, *args: str, input: str | bytes | None = None) -> Any:
+        return self.app.test_cli_runner().invoke(args=["ploy", *args], input=input)
+
+    def dump(self, content: str | bytes, name: str = "dump.jsonl") -> str:
+        path = self.tmp / f"{uuid.uuid4().hex[:6]}-{name}"
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        return str(path)
+
+
+@dataclass(frozen=True)
+class Bad:
+    """One bad input: what to run, and what must come out."""
+
+    surface: str  # "cache", "state", "yaml", "settings", "cli"
+    what: str
+    run: Callable[[World], Any]
+    raises: type[BaseException] | int  # an exception, or a CLI exit code
+    match: str
+
+    def __str__(self) -> str:
+        return f"{self.surface}: {self.what}"
+
+
+def cache(op: str, *args: Any, **kwargs: Any) -> Callable[[World], Any]:
+    return lambda w: getattr(g.env.CACHE, op)(*args, **kwargs)
+
+
+def state(op: str, *args: Any, **kwargs: Any) -> Callable[[World], Any]:
+    return lambda w: getattr(g.env.STATE, op)(*args, **kwargs)
+
+
+def yaml_file(text: str | bytes | None, **config: Any) -> Callable[[World], Any]:
+    return lambda w: w.yaml_app(text, **config)
+
+
+def settings_(**config: Any) -> Callable[[World], Any]:
+    return lambda w: w.config_app(**config)
+
+
+def cli(*args: str) -> Callable[[World], Any]:
+    return lambda w: w.cli(*args)
+
+
+def load(content: str | bytes, *extra: str) -> Callable[[World], Any]:
+    return lambda w: w.cli("state", "load", "STATE", w.dump(content), *extra)
+
+
+OVER_DEFAULT = "x" * (DEFAULT_MAX_VALUE + 1)
+OVER_DEFAULT_UTF8 = "é" * (DEFAULT_MAX_VALUE // 2 + 1)  # fewer chars than bytes
+
+#: 8**3 references to one list: cheap for a SafeLoader, which never copies aliases.
+ALIAS_BOMB = (
+    "a: &a [x, x, x, x, x, x, x, x]\n"
+    "b: &b [*a, *a, *a, *a, *a, *a, *a, *a]\n"
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b]\n"
+    "cache: *c\n"
+)
+
+CATALOGUE: list[Bad] = [
+    # -- the Cache API --------------------------------------------------------------
+    Bad("cache", "int key", cache("get", 42), TypeError, "key must be str, not int"),
+    Bad("cache", "bytes key", cache("set", b"k", "v"), TypeError, "key must be str, not bytes"),
+    Bad("cache", "empty key", cache("set", "", "v"), ValueError, "key must not be empty"),
+    Bad("cache", "513-byte key", cache("set", "k" * 513, "v"), ValueError, "513 bytes.*512"),
+    Bad("cache", "258 two-byte chars", cache("add", "é" * 258, "v"), ValueError, "516 bytes"),
+    Bad("cache", "lone surrogate key", cache("set", "\udc80", "v"), ValueError, "surrogate"),
+    Bad("cache", "dict value", cache("set", "k", {"a": 1}), TypeError, "not dict.*json.dumps"),
+    Bad("cache", "bytes value", cache("set", "k", b"v"), TypeError, "not bytes.*decode"),
+    Bad(
+        "cache", "None value", cache("set", "k", None), TypeError, "value must be str, not NoneType"
+    ),
+    Bad(
+        "cache",
+        "value over 25 MiB",
+        cache("set", "k", OVER_DEFAULT),
+        ValueError,
+        f"{DEFAULT_MAX_VALUE + 1} bytes.*limit of {DEFAULT_MAX_VALUE} \\(PLOY_MAX_VALUE_BYTES\\)",
+    ),
+    Bad(
+        "cache",
+        "value over 25 MiB in UTF-8 bytes",
+        cache("set_many", {"k2": "v", "k": OVER_DEFAULT_UTF8}),
+        ValueError,
+        "PLOY_MAX_VALUE_BYTES",
+    ),
+    Bad("cache", "ttl=0", cache("set", "k", "v", ttl=0), ValueError, "at least 1 second"),
+    Bad(
+        "cache",
+        "negative ttl",
+        cache("add", "new", "v", ttl=-1),
+        ValueError,
+        "at least 1 second, got -1",
+    ),
+    Bad(
+        "cache",
+        "float ttl",
+        cache("set", "k", "v", ttl=0.5),
+        TypeError,
+        "ttl must be an int.*not float",
+    ),
+    Bad("cache", "bool ttl", cache("incr", "k", ttl=True), TypeError, "not bool"),
+    Bad("cache", "str ttl", cache("set", "k", "v", ttl="60"), TypeError, "not str"),
+    Bad(
+        "cache",
+        "fractional timedelta",
+        cache("set", "k", "v", ttl=timedelta(milliseconds=1500)),
+        ValueError,
+        "whole seconds",
+    ),
+    Bad(
+        "cache",
+        "float incr amount",
+        cache("incr", "n", 1.0),
+        TypeError,
+        "amount must be int, not float",
+    ),
+    Bad("cache", "incr amount over 64 bits", cache("incr", "n", 2**63), ValueError, "64-bit"),
+    Bad(
+        "cache",
+        "incr of a non-integer",
+        cache("incr", "k"),
+        ValueError,
+        "value of 'k' is not an integer: 'before'",
+    ),
+    Bad("cache", "get_many of a str", cache("get_many", "abc"), TypeError, "iterable of str"),
+    Bad(
+        "cache",
+        "set_many of pairs",
+        cache("set_many", [("k", "v")]),
+        TypeError,
+        "dict of str to str",
+    ),
+    Bad(
+        "cache",
+        "set_many with one bad value",
+        cache("set_many", {"new": "v", "k": 5}),
+        TypeError,
+        "value must be str, not int",
+    ),
+    # -- the State API ---------------------------------------------------------------
+    Bad("state", "None key", state("get", None), TypeError, "key must be str, not NoneType"),
+    Bad("state", "empty key", state("set", "", "v"), ValueError, "key must not be empty"),
+    Bad("state", "513-byte key", state("delete", "k" * 513), ValueError, "513 bytes"),
+    Bad("state", "129 four-byte chars", state("incr", "🎉" * 129), ValueError, "516 bytes"),
+    Bad("state", "list value", state("set", "k", ["a"]), TypeError, "value must be str, not list"),
+    Bad("state", "int value", state("add", "new", 5), TypeError, "not int.*json.dumps"),
+    Bad("state", "lone surrogate value", state("set", "k", "a\ud800"), ValueError, "surrogate"),
+    Bad(
+        "state",
+        "value over 25 MiB",
+        state("set", "k", OVER_DEFAULT),
+        ValueError,
+        f"{DEFAULT_MAX_VALUE + 1} bytes.*PLOY_MAX_VALUE_BYTES",
+    ),
+    Bad(
+        "state",
+        "set_many over 25 MiB, all or nothing",
+        state("set_many", {"new": "v", "k": OVER_DEFAULT_UTF8}),
+        ValueError,
+        "PLOY_MAX_VALUE_BYTES",
+    ),
+    Bad(
+        "state",
+        "incr of a non-integer",
+        state("incr", "k", 1),
+        ValueError,
+        "not an integer: 'before'",
+    ),
+    Bad("state", "incr over INT_MAX", state("incr", "max", 1), ValueError, "overflow"),
+    Bad(
+        "state",
+        "bool incr amount",
+        state("incr", "n", True),
+        TypeError,
+        "amount must be int, not bool",
+    ),
+    Bad(
+        "state",
+        "unknown update operator",
+        state("update", "doc", {"$rename": {"a": "b"}}),
+        ValueError,
+        "unknown update operator '\\$rename'",
+    ),
+    Bad(
+        "state",
+        "update ops not a dict",
+        state("update", "doc", [("$set", {"a": 1})]),
+        TypeError,
+        "must be a dict",
+    ),
+    Bad("state", "empty update", state("update", "doc", {}), ValueError, "at least one operator"),
+    Bad(
+        "state",
+        "$inc of a string",
+        state("update", "doc", {"$inc": {"a": "1"}}),
+        ValueError,
+        "finite number",
+    ),
+    Bad(
+        "state",
+        "$inc of NaN",
+        state("update", "doc", {"$inc": {"a": float("nan")}}),
+        ValueError,
+        "finite number",
+    ),
+    Bad(
+        "state",
+        "$pop 2",
+        state("update", "doc", {"$pop": {"a": 2}}),
+        ValueError,
+        "1 \\(last\\) or -1",
+    ),
+    Bad(
+        "state",
+        "conflicting paths",
+        state("update", "doc", {"$set": {"a": 1}, "$unset": {"a.b": 1}}),
+        ValueError,
+        "conflicts",
+    ),
+    Bad(
+        "state",
+        "empty path segment",
+        state("update", "doc", {"$set": {"a..b": 1}}),
+        ValueError,
+        "empty segment",
+    ),
+    Bad(
+        "state",
+        "unserialisable $set",
+        state("update", "doc", {"$set": {"a": object()}}),
+        TypeError,
+        "not JSON-serializable",
+    ),
+    Bad(
+        "state",
+        "update of a non-object",
+        state("update", "k", {"$set": {"a": 1}}),
+        ValueError,
+        "'k' is not a JSON object",
+    ),
+    Bad("state", "list limit 0", state("list", limit=0), ValueError, "between 1 and 1000"),
+    Bad("state", "list bytes prefix", state("list", b"a"), TypeError, "prefix must be str"),
+    Bad(
+        "state",
+        "unknown binding",
+        lambda w: g.env.NOPE,
+        UnknownBinding,
+        "no binding 'NOPE'.*CACHE, OTHER_CACHE, STATE, USER_STATE",
+    ),
+    # -- ploy.yaml and PLOY_* settings -----------------------------------------------------
+    Bad(
+        "yaml",
+        "!!python/object/apply runs code",
+        yaml_file("cache: !!python/object/apply:os.system ['touch MARKER']\n"),
+        PloyConfigError,
+        "could not determine a constructor.*python/object/apply.*safe_load",
+    ),
+    Bad(
+        "yaml",
+        "!!python/name",
+        yaml_file("state:\n  STATE: !!python/name:os.system\n"),
+        PloyConfigError,
+        "python/name",
+    ),
+    Bad("yaml", "empty file", yaml_file(""), PloyConfigError, "the file is empty"),
+    Bad(
+        "yaml", "comments only", yaml_file("# nothing here\n"), PloyConfigError, "the file is empty"
+    ),
+    Bad("yaml", "missing file", yaml_file(None), PloyConfigError, "ploy.yaml not found"),
+    Bad(
+        "yaml",
+        "top level is a list",
+        yaml_file("- cache\n- state\n"),
+        PloyConfigError,
+        "top level must be a mapping, not list",
+    ),
+    Bad(
+        "yaml",
+        "cache is a list",
+        yaml_file("cache:\n  - CACHE\n"),
+        PloyConfigError,
+        "'cache' must be a mapping.*a list",
+    ),
+    Bad(
+        "yaml",
+        "lower-case binding name",
+        yaml_file("cache:\n  cache: default\n"),
+        PloyConfigError,
+        "line 2.*binding name must match",
+    ),
+    Bad(
+        "yaml",
+        "PLOY_ binding name",
+        yaml_file("state:\n  PLOY_STATE: default\n"),
+        PloyConfigError,
+        "reserved by Ploy",
+    ),
+    Bad(
+        "yaml",
+        "hyphen in resource",
+        yaml_file("cache:\n  CACHE: my-cache\n"),
+        PloyConfigError,
+        "resource name 'my-cache' must match",
+    ),
+    Bad(
+        "yaml",
+        "a binding name in cache and state",
+        yaml_file("cache:\n  DATA: default\nstate:\n  DATA: default\n"),
+        PloyConfigError,
+        "state.DATA: binding name already used under 'cache'",
+    ),
+    Bad(
+        "yaml",
+        "a binding name in state and db",
+        yaml_file("state:\n  DB: default\ndb:\n  DB: main\n"),
+        PloyConfigError,
+        "db.DB: binding name already used under 'state'",
+    ),
+    Bad(
+        "yaml",
+        "duplicate key",
+        yaml_file("cache:\n  CACHE: a\n  CACHE: b\n"),
+        PloyConfigError,
+        "duplicate key 'CACHE' \\(first on line 2\\)",
+    ),
+    Bad(
+        "yaml",
+        "tab indentation",
+        yaml_file("cache:\n\tCACHE: default\n"),
+        PloyConfigError,
+        "invalid YAML",
+    ),
+    Bad(
+        "yaml",
+        "not UTF-8",
+        yaml_file(b"cache:\n  CACHE: d\xe9faut\n"),
+        PloyConfigError,
+        "cannot read ploy.yaml",
+    ),
+    Bad(
+        "yaml",
+        "a number as resource",
+        yaml_file("cache:\n  CACHE: 5\n"),
+        PloyConfigError,
+        "resource name 5 must match",
+    ),
+    Bad(
+        "yaml",
+        "alias bomb",
+        yaml_file(ALIAS_BOMB),
+        PloyConfigError,
+        "'cache' must be a mapping",
+    ),
+    Bad(
+        "settings",
+        "PLOY_BINDINGS and PLOY_CONFIG",
+        settings_(PLOY_CONFIG="ploy.yaml"),
+        PloyConfigError,
+        "not both",
+    ),
+    Bad(
+        "settings",
+        "unknown failure policy",
+        settings_(PLOY_CACHE_ON_ERROR="ignore"),
+        PloyConfigError,
+        "'miss' or 'raise', got 'ignore'",
+    ),
+    Bad(
+        "settings",
+        "':' in the key prefix",
+        settings_(PLOY_CACHE_KEY_PREFIX="app:1"),
+        PloyConfigError,
+        "without ':'",
+    ),
+    Bad(
+        "settings",
+        "key limit over 512",
+        settings_(PLOY_MAX_KEY_BYTES=1024),
+        PloyConfigError,
+        "at most 512",
+    ),
+    Bad(
+        "settings",
+        "unknown cache scheme",
+        settings_(PLOY_CACHE_URL="memcached://127.0.0.1"),
+        PloyConfigError,
+        "unknown scheme 'memcached'",
+    ),
+    Bad(
+        "settings",
+        "unsupported database",
+        settings_(PLOY_STATE_URL="oracle://u@h/db"),
+        PloyConfigError,
+        "not supported|oracle",
+    ),
+    Bad(
+        "settings",
+        "table name with SQL in it",
+        settings_(PLOY_STATE_TABLE="t; DROP TABLE x"),
+        PloyConfigError,
+        "SQL identifier",
+    ),
+    # -- the CLI: state load with malformed dumps, and bad arguments ------------------------
+    Bad(
+        "cli",
+        "load: not JSON at all",
+        load("key,value\nk,after\n"),
+        1,
+        "line 1: expected JSON Lines.*nothing was written",
+    ),
+    Bad(
+        "cli",
+        "load: a bad second line",
+        load('{"key": "k", "value": "after"}\n{"key": "x", "value": \n'),
+        1,
+        "line 2: invalid JSON.*nothing was written",
+    ),
+    Bad(
+        "cli",
+        "load: a number as value",
+        load('{"key": "k", "value": 5}\n'),
+        1,
+        "line 1: the value must be a string, found a number",
+    ),
+    Bad("cli", "load: missing value", load('{"key": "k"}\n'), 1, "line 1:.*missing 'value'"),
+    Bad(
+        "cli",
+        "load: an extra field",
+        load('{"key": "k", "value": "v", "ttl": 5}\n'),
+        1,
+        "unexpected 'ttl'",
+    ),
+    Bad("cli", "load: empty key", load('{"key": "", "value": "v"}\n'), 1, "key must not be empty"),
+    Bad(
+        "cli",
+        "load: 513-byte key",
+        load(json.dumps({"key": "k" * 513, "value": "v"}) + "\n"),
+        1,
+        "513 bytes",
+    ),
+    Bad(
+        "cli",
+        "load: escaped lone surrogate",
+        load('{"key": "k", "value": "\\ud800"}\n'),
+        1,
+        "lone surrogate",
+    ),
+    Bad("cli", "load: not UTF-8", load(b'{"key": "k", "value": "\xff"}\n'), 1, "line 1: not UTF-8"),
+    Bad(
+        "cli",
+        "load: truncated JSON array",
+        load('[{"key": "k", "value": "after"},'),
+        1,
+        "nothing was written",
+    ),
+    Bad(
+        "cli",
+        "load: data after the array",
+        load('[{"key": "k", "value": "after"}] []'),
+        1,
+        "extra data after the closing",
+    ),
+    Bad("cli", "load: an array of arrays", load('[["k", "after"]]'), 1, "found an array"),
+    Bad(
+        "cli",
+        "load into a cache binding",
+        lambda w: w.cli("state", "load", "CACHE", w.dump('{"key": "k", "value": "v"}\n')),
+        2,
+        "'CACHE' is a cache binding, not a state binding",
+    ),
+    Bad(
+        "cli",
+        "state get: unknown binding",
+        cli("state", "get", "STAET", "k"),
+        2,
+        "'STAET' is not a binding.*Did you mean STATE",
+    ),
+    Bad(
+        "cli",
+        "state set: empty key",
+        cli("state", "set", "STATE", "", "v"),
+        2,
+        "key must not be empty",
+    ),
+    Bad(
+        "cli",
+        "cache set: ttl 0",
+        cli("cache", "set", "CACHE", "k", "v", "--ttl", "0"),
+        2,
+        "at least 1 second",
+    ),
+    Bad(
+        "cli",
+        "state list: limit 0",
+        cli("state", "list", "STATE", "--limit", "0"),
+        2,
+        "'--limit': 0 is not in the range",
+    ),
+]
+
+
+def test_catalogue_size() -> None:
+    counts: dict[str, int] = {}
+    for bad in CATALOGUE:
+        counts[bad.surface] = counts.get(bad.surface, 0) + 1
+    print(f"hostile catalogue: {len(CATALOGUE)} bad inputs: {counts}")
+    assert len(CATALOGUE) >= 40
+    assert len({str(b) for b in CATALOGUE}) == len(CATALOGUE), "two rows share a name"
+    assert {"cache", "state", "yaml", "settings", "cli"} <= counts.keys()
+
+
+@pytest.fixture
+def world(make_app: AppFactory, tmp_path: Path) -> World:
+    state_path = str(tmp_path / "state.sqlite3")
+    app = make_app(BINDINGS, PLOY_STATE_URL=f"sqlite:///{state_path}")
+    with app.app_context():
+        g.env.STATE.set_many({"k": "before", "max": str(2**63 - 1), "doc": '{"a": {"b": 1}}'})
+        g.env.USER_STATE.set("k", "users' own")
+        g.env.CACHE.set_many({"k": "before", "n": "1"})
+        g.env.OTHER_CACHE.set("k", "other's own")
+    return World(app, tmp_path, state_path, tmp_path / "pwned")
+
+
+@pytest.mark.parametrize("bad", CATALOGUE, ids=str)
+def test_bad_input(world: World, bad: Bad) -> None:
+    before = world.snapshot()
+    if isinstance(bad.raises, int):
+        result = bad.run(world)
+        assert result.exit_code == bad.raises, result.output
+        out = result.output.replace("\n", " ")
+        assert "Traceback" not in result.output
+        assert re.search(bad.match, out), out
+    else:
+        with world.app.app_context(), pytest.raises(bad.raises, match=bad.match):
+            bad.run(world)
+    assert world.snapshot() == before, "the bad input changed the stores"
+    assert not world.marker.exists(), "an unsafe YAML tag ran code"
+
+
+# -- the real default value limit, and MariaDB's packet limit -------------------------------
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_the_default_25_mib_limit_is_exact(make_app: AppFactory, tmp_path: Path, kind: str) -> None:
+    if kind == "memory":
+        app = make_app({"cache": {"B": "default"}})
+    else:
+        app = make_app({"state": {"B": "default"}}, PLOY_STATE_URL=f"sqlite:///{tmp_path}/big.db")
+    assert app.config["PLOY_MAX_VALUE_BYTES"] == DEFAULT_MAX_VALUE
+    with app.app_context():
+        b = g.env.B
+        exact = "x" * (DEFAULT_MAX_VALUE - 2) + "é"  # 25 MiB exactly, in bytes
+        b.set("big", exact)
+        assert b.get("big") == exact
+        with pytest.raises(ValueError, match=f"{DEFAULT_MAX_VALUE + 1} bytes"):
+            b.set("big", exact + "x")
+        assert b.get("big") == exact
+
+
+@pytest.mark.slow
+def test_mariadb_packet_limit_below_the_value_limit(make_app: AppFactory) -> None:
+    """MariaDB's default max_allowed_packet (16 MiB) is below the 25 MiB value
+    limit; PyMySQL sends bytes escaped, so values from about 8 MiB are refused
+    by the server. The caller gets StateUnavailable, nothing is written, and
+    the binding works again in the next app context."""
+    servers.need(servers.sql_ok(servers.MARIADB_URL), f"MariaDB at {servers.MARIADB_URL}")
+    app = make_app(
+        {"state": {"STATE": "default"}},
+        PLOY_STATE_URL=servers.MARIADB_URL,
+        PLOY_STATE_TABLE=f"ploy_hostile_{worker_id()}",
+    )
+    with app.app_context():
+        g.env.STATE.clear()
+        g.env.STATE.set("k", "before")
+    with app.app_context(), pytest.raises(StateUnavailable, match="max_allowed_packet|gone away"):
+        g.env.STATE.set("k", "x" * 20 * MIB)  # under PLOY_MAX_VALUE_BYTES
+    with app.app_context():
+        assert g.env.STATE.get("k") == "before"
+        g.env.STATE.set("k", "x" * MIB)
+        assert len(g.env.STATE.get("k") or "") == MIB
+        g.env.STATE.clear()
+
+
+# -- isolation, property-based --------------------------------------------------------
+
+CRAFTED = st.one_of(
+    st.text(min_size=1, max_size=30),
+    st.sampled_from(
+        [
+            "default:x",
+            "sessions:x",
+            "ploy:sessions:x",
+            "other:k",
+            ":",
+            "*",
+            "x*",
+            "[a-z]*",
+            "\\",
+            "%",
+            "_",
+            "' OR resource = 'sessions",
+            "k\x00sessions",
+        ]
+    ),
+    st.builds(
+        lambda a, b: f"{a}:{b}",
+        st.sampled_from(["ploy", "appb", "default", "sessions"]),
+        st.text(max_size=5),
+    ),
+)
+PREFIXES = st.one_of(
+    # glob characters: Redis clears a resource with SCAN MATCH <prefix>:<resource>:*
+    st.sampled_from(["a", "ab", "a*", "*", "a?", "?", "[a]", "[ab]", "\\", "a\\*", "%", "_"]),
+    st.text(
+        alphabet=st.characters(blacklist_characters=":", blacklist_categories=("Cs",)),
+        min_size=1,
+        max_size=8,
+    ),
+)
+
+ISO_SETTINGS = settings(
+    max_examples=int(os.environ.get("PLOY_ISOLATION_EXAMPLES", "500")),
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+def _cache_backend(kind: str) -> Any:
+    if kind == "memory":
+        return MemoryBackend()
+    servers.need(servers.redis_ok(), f"Redis at {servers.REDIS_URL}")
+    return RedisBackend(servers.REDIS_URL)
+
+
+def _figure(request: pytest.FixtureRequest, text: str) -> None:
+    print(text)
+    request.node.user_properties.append(("ploy_figure", text))
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_no_cache_key_reaches_another_resource_or_app(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Bindings as FlaskPloy builds them (prefix, resource) on one shared
+    backend: crafted keys and prefixes (glob characters included) never read,
+    overwrite or clear another resource's or another app's keys."""
+    backend = _cache_backend(kind)
+    run = f"i{uuid.uuid4().hex[:8]}"
+    examples = 0
+
+    def binding(prefix: str, resource: str) -> Cache:
+        return Cache("CACHE", resource, backend, prefix=run + prefix, on_error="raise")
+
+    @ISO_SETTINGS
+    @given(key=CRAFTED, probe=CRAFTED, pa=PREFIXES, pb=PREFIXES)
+    def check(key: str, probe: str, pa: str, pb: str) -> None:
+        nonlocal examples
+        examples += 1
+        mine, sessions = binding(pa, "default"), binding(pa, "sessions")
+        theirs, their_sessions = binding(pb, "default"), binding(pb, "sessions")
+        value = f"secret of {pa}/{key}"
+        try:
+            mine.set(key, value)
+            assert mine.get(key) == value
+            assert sessions.get(key) is None
+            assert sessions.get_many([key, probe]) == {key: None, probe: None}
+            assert sessions.add(key, "mine?") is True  # not taken by the other resource
+            assert mine.get(key) == value
+            sessions.clear()
+            assert mine.get(key) == value
+            if pa != pb:
+                assert theirs.get(key) is None and theirs.get(probe) is None
+                assert theirs.incr(key) == 1  # a new counter, not the secret
+                assert their_sessions.get(key) is None
+                theirs.clear()
+                their_sessions.clear()
+            assert mine.get(key) == value
+            assert not mine.delete(probe) or probe == key
+        finally:
+            for b in (mine, sessions, theirs, their_sessions):
+                b.clear()
+
+    started = time.monotonic()
+    try:
+        check()
+    finally:
+        backend.close()
+    _figure(request, f"isolation {kind}: {examples} examples in {time.monotonic() - started:.1f} s")
+
+
+def test_no_state_key_reaches_another_resource(
+    make_app: AppFactory, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    app = make_app(
+        {"state": {"STATE": "default", "USER_STATE": "users"}},
+        PLOY_STATE_URL=f"sqlite:///{tmp_path}/iso.sqlite3",
+    )
+    examples = 0
+
+    @ISO_SETTINGS
+    @given(key=CRAFTED, probe=CRAFTED)
+    def check(key: str, probe: str) -> None:
+        nonlocal examples
+        examples += 1
+        with app.app_context():
+            mine, users = g.env.STATE, g.env.USER_STATE
+            try:
+                mine.set(key, "secret")
+                assert users.get(key) is None
+                assert users.get_many([key, probe]) == {key: None, probe: None}
+                assert users.list(probe).keys == [] and users.list(key).keys == []
+                assert users.list().keys == [] and users.count() == 0
+                assert users.delete(key) is False and users.delete_many([key, probe]) == 0
+                assert users.add(key, "theirs") is True
+                assert users.incr(probe + "#n") == 1
+                assert users.update(probe + "#doc", {"$set": {"a": 1}}) == '{"a":1}'
+                users.clear()
+                assert mine.get(key) == "secret"
+                assert mine.list().keys == [key] and mine.count() == 1
+            finally:
+                mine.clear()
+                users.clear()
+
+    started = time.monotonic()
+    check()
+    _figure(request, f"isolation sqlite: {examples} examples in {time.monotonic() - started:.1f} s")
