@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -250,18 +250,22 @@ _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 @dataclass(frozen=True)
 class Settings:
-    """The checked ``PLOY_*`` settings of one app (URLs still unresolved)."""
+    """The checked ``PLOY_*`` settings of one app (URLs still unresolved).
 
-    cache_url: Any
-    cache_resources: dict[str, Any]
-    cache_options: dict[str, Any]
+    The URLs, per-resource URLs and client options may hold passwords, so
+    they are left out of the repr.
+    """
+
+    cache_url: Any = field(repr=False)
+    cache_resources: dict[str, Any] = field(repr=False)
+    cache_options: dict[str, Any] = field(repr=False)
     cache_key_prefix: str
     cache_on_error: str
     cache_max_entries: int
     cache_cooldown: float
-    state_url: str | None
-    state_resources: dict[str, str]
-    state_engine_options: dict[str, Any]
+    state_url: str | None = field(repr=False)
+    state_resources: dict[str, str] = field(repr=False)
+    state_engine_options: dict[str, Any] = field(repr=False)
     state_bind: str | None
     state_table: str
     state_sqlite_synchronous: str

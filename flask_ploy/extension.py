@@ -302,7 +302,7 @@ def _resolve_sqlite(url: str | None, instance_path: str) -> str:
         return url
     try:
         parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):
         return url  # StateStore reports it
     db = parsed.database
     if not db or db == ":memory:" or db.startswith("file:") or os.path.isabs(db):

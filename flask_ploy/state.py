@@ -564,7 +564,7 @@ def _bind_metadata(db: Any, bind: str) -> sa.MetaData:
 def _create_engine(url: str, options: dict[str, Any]) -> sa.Engine:
     try:
         parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError as exc:
+    except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
         raise PloyConfigError(f"state URL {redact_url(url)}: {exc}") from None
     backend = parsed.get_backend_name()
     if backend not in _DIALECTS:
