@@ -33,8 +33,9 @@ class _AppState:
     settings: _config.Settings
     caches: dict[str, Cache]
     states: dict[str, tuple[StateStore, str]]
-    cache_backends: dict[str, CacheBackend] = field(default_factory=dict)
-    state_stores: dict[str, StateStore] = field(default_factory=dict)
+    # Keyed by URL, which may hold a password: not in the repr.
+    cache_backends: dict[str, CacheBackend] = field(default_factory=dict, repr=False)
+    state_stores: dict[str, StateStore] = field(default_factory=dict, repr=False)
 
     def close(self) -> None:
         """Close every pool flask-ploy created for this app."""
