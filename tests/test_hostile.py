@@ -594,11 +594,11 @@ CATALOGUE: list[Bad] = [
 ]
 
 
-def test_catalogue_size() -> None:
+def test_catalogue_size(request: pytest.FixtureRequest) -> None:
     counts: dict[str, int] = {}
     for bad in CATALOGUE:
         counts[bad.surface] = counts.get(bad.surface, 0) + 1
-    print(f"hostile catalogue: {len(CATALOGUE)} bad inputs: {counts}")
+    _figure(request, f"hostile catalogue: {len(CATALOGUE)} bad inputs: {counts}")
     assert len(CATALOGUE) >= 40
     assert len({str(b) for b in CATALOGUE}) == len(CATALOGUE), "two rows share a name"
     assert {"cache", "state", "yaml", "settings", "cli"} <= counts.keys()
