@@ -359,8 +359,11 @@ def test_postgres_restart_mid_load(
     assert slowest < 3.0, f"an operation took {slowest:.1f} s to fail"
     first_ok_after = min((t for t in oks if t > up_at), default=None)
     assert first_ok_after is not None, "state never worked again after the restart"
-    late_errors = [e for e in errors if e[0] > up_at + 2.0]
-    assert not late_errors
+    # Dead pooled connections are replaced at checkout (pre-ping): once the
+    # server is up, operations succeed again at once, with no app restart.
+    late_errors = [e for e in errors if e[0] > up_at + 1.0]
+    assert not late_errors, late_errors[:3]
+    assert len(oks) and max(oks) > up_at + 1.5, "too few operations after the restart"
 
     with app.app_context():
         stored = g.env.STATE.get_many(list(acked))
