@@ -158,9 +158,7 @@ keys = st.one_of(
     st.sampled_from(KEY_POOL),
     text.filter(bool),
 )
-values = st.one_of(
-    st.sampled_from(INT_VALUES), st.sampled_from(VALUE_POOL), st.text(max_size=40)
-)
+values = st.one_of(st.sampled_from(INT_VALUES), st.sampled_from(VALUE_POOL), st.text(max_size=40))
 amounts = st.one_of(
     st.sampled_from([1, -1, 0, 2, 100, INT_MAX, INT_MIN, INT_MAX - 1, -INT_MAX]),
     st.integers(-(10**6), 10**6),
