@@ -581,6 +581,14 @@ def _create_engine(url: str, options: dict[str, Any]) -> sa.Engine:
     elif backend == "postgresql":
         options.setdefault("pool_pre_ping", True)
         connect_args.setdefault("connect_timeout", 5)
+        if parsed.get_driver_name() in ("psycopg", "psycopg2"):
+            # libpq has no read timeout: drop a connection whose server stops
+            # acknowledging (a network black hole) after 30 s instead of hours.
+            connect_args.setdefault("tcp_user_timeout", 30_000)
+            connect_args.setdefault("keepalives", 1)
+            connect_args.setdefault("keepalives_idle", 30)
+            connect_args.setdefault("keepalives_interval", 10)
+            connect_args.setdefault("keepalives_count", 3)
     else:
         options.setdefault("pool_pre_ping", True)
         connect_args.setdefault("connect_timeout", 5)

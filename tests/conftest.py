@@ -19,7 +19,7 @@ from flask_ploy import FlaskPloy
 
 from . import servers
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "tests.figures"]
 
 BINDINGS: dict[str, Any] = {
     "kind": "dynamic",
