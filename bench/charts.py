@@ -59,7 +59,9 @@ def _ops_chart(results: dict[str, Any], path: str) -> bool:
             for op in ("get", "set", "incr", "list")
             if op in data
         }
-        _bars(ax, ops, "µs per operation (log)", log=True)
+        values = [v for d in ops.values() for v in d.values()]
+        log = max(values) > 5 * min(values)
+        _bars(ax, ops, "µs per operation" + (" (log)" if log else ""), log=log)
         ax.set_title(TITLES[g])
         ax.legend(fontsize=7)
     fig.suptitle("Median time per operation, interleaved rounds (lower is better)")
@@ -81,7 +83,8 @@ def _http_chart(results: dict[str, Any], path: str) -> bool:
     _bars(ax, routes, "requests per second")
     for j, (route, e) in enumerate(http["routes"].items()):
         top = max(routes[route].values())
-        ax.annotate(f"{e['paired_ratio']:.2f}x", (j, top), ha="center", va="bottom", fontsize=9)
+        ax.annotate(f"flask-ploy: {e['paired_ratio']:.2f}x", (j, top), ha="center", va="bottom",
+                    fontsize=9)  # fmt: skip
     ax.set_title(f"gunicorn, {http['workers']} workers, wrk (higher is better)")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,6 +51,22 @@ def _has_setting(name: str) -> bool:
     return any(setting.name == name for setting in KNOWN_SETTINGS)
 
 
+def _ready(port: int, timeout: float = 30.0) -> None:
+    """Wait until the workers answer (they import the app after the bind)."""
+    deadline = time.monotonic() + timeout
+    ok = 0
+    while ok < 20:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/cache/get", timeout=5) as r:
+                ok += r.status == 200
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the app on port {port} did not answer within {timeout} s"
+                ) from None
+            time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def _servers(env: dict[str, str]) -> Iterator[dict[str, int]]:
     procs: list[subprocess.Popen[bytes]] = []
@@ -65,6 +82,7 @@ def _servers(env: dict[str, str]) -> Iterator[dict[str, int]]:
             ports[name] = port
         for (_name, port), proc in zip(ports.items(), procs):
             _wait(port, proc)
+            _ready(port)
         yield ports
     finally:
         for proc in procs:
@@ -95,7 +113,7 @@ def _wrk(url: str, method: str, seconds: float, script: str) -> dict[str, Any]:
         "rps": float(rps.group(1)),
         "p50_ms": float(p50.group(1)) * scale[p50.group(2)] if p50 else None,
         "non_2xx": int(bad.group(1)) if bad else 0,
-        "socket_errors": sum(int(x) for x in errors.groups()[:3]) if errors else 0,
+        "socket_errors": sum(int(x) for x in errors.groups()) if errors else 0,
     }
 
 

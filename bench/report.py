@@ -238,9 +238,6 @@ def profile_tables(profile: dict[str, Any]) -> dict[str, Table]:
          ns(micro("redis pool borrow+return (flask-ploy, blocking)")), "inside every command"],
         ["redis-py pool borrow + return, ConnectionPool (redis-py default)",
          ns(micro("redis pool borrow+return (redis-py default)")), "inside every command"],
-        ["per app context: first Cache op",
-         ns(med("context", "context + 1 g.env.CACHE.get") - ctx - c_env),
-         "no borrow: the pool is per command"],
     ]  # fmt: skip
     tables["cache"] = (["Cache.get on Redis", "ns", "note"], rows)
     return tables
