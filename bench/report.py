@@ -406,8 +406,11 @@ def write(results: dict[str, Any], out_dir: str, charts_dir: str) -> list[str]:
         with open(path, "w", encoding="utf-8") as f:
             f.write(rst_table(table))
         paths.append(path)
-    from . import charts
-
+    try:
+        from . import charts
+    except ImportError as exc:  # the tables are still worth having
+        print(f"no charts: {exc}; pip install 'flask-ploy[bench]'")
+        return paths
     paths += charts.draw(results, charts_dir)
     return paths
 
