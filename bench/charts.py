@@ -180,7 +180,8 @@ def _profile_chart(results: dict[str, Any], path: str) -> bool:
         r = profile[section]["results"]
         names = list(r)
         ys = [r[n]["median_ns"] / 1000 for n in names]
-        ax.barh(names, ys, color=["#555555", "#999999", "#2b6cb0", "#63b3ed"][: len(names)])
+        colors = ["#555555", "#999999", "#2b6cb0", "#63b3ed", "#90cdf4"]
+        ax.barh(names, ys, color=colors[: len(names)])
         for y, v in enumerate(ys):
             ax.annotate(f"{v:.2f}", (v, y), va="center", fontsize=8)
         ax.invert_yaxis()

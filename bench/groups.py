@@ -674,6 +674,7 @@ def growth_group(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def profile_group(cfg: dict[str, Any]) -> dict[str, Any]:
     import redis
+    from flask.globals import _cv_app  # what the g proxy resolves, read directly
 
     from flask_ploy import FlaskPloy
 
@@ -728,12 +729,17 @@ def profile_group(cfg: dict[str, Any]) -> dict[str, Any]:
             for k in ks:
                 g.env.STATE.get(k)
 
+        def s_cv(ks: Sequence[str]) -> None:
+            for k in ks:
+                _cv_app.get().g.env.STATE.get(k)
+
         out["state"] = _measure(
             {
                 "driver call (flask-ploy's cursor)": s_driver,
                 "sqlite3 conn.execute": s_raw,
                 "binding.get(k)": s_binding,
                 "g.env.STATE.get(k)": s_env,
+                "same, without the g proxy": s_cv,
             },
             sample,
             plan,
@@ -762,12 +768,17 @@ def profile_group(cfg: dict[str, Any]) -> dict[str, Any]:
             for k, _f in ks:
                 g.env.CACHE.get(k)
 
+        def c_cv(ks: Sequence[tuple[str, str]]) -> None:
+            for k, _f in ks:
+                _cv_app.get().g.env.CACHE.get(k)
+
         out["cache"] = _measure(
             {
                 "driver call (flask-ploy's client)": c_driver,
                 "redis-py, own client": c_raw,
                 "binding.get(k)": c_binding,
                 "g.env.CACHE.get(k)": c_env,
+                "same, without the g proxy": c_cv,
             },
             pairs,
             plan,

@@ -196,6 +196,7 @@ def profile_tables(profile: dict[str, Any]) -> dict[str, Table]:
     s_bind = med("state", "binding.get(k)")
     s_env = med("state", "g.env.STATE.get(k)")
     s_raw = med("state", "sqlite3 conn.execute")
+    s_cv = med("state", "same, without the g proxy")
     check = micro("argument check")
     ctx = med("context", "app context push+pop")
     ctx1 = med("context", "context + 1 g.env.STATE.get")
@@ -209,6 +210,8 @@ def profile_tables(profile: dict[str, Any]) -> dict[str, Table]:
         ["  of which the call, slot reads and the row unpacking (the rest)",
          ns(s_bind - s_drv - check), ""],
         ["g.env.STATE.get(k)", ns(s_env), f"{s_env - s_bind:+,.0f} above binding.get"],
+        ["  same, through _cv_app.get().g.env (no g proxy)", ns(s_cv),
+         f"{s_cv - s_bind:+,.0f} above binding.get"],
         ["  g.env (timed alone)", ns(micro("g.env")), ""],
         ["  g.env.STATE (timed alone)", ns(micro("g.env.STATE")), ""],
         ["per app context: push + pop, Env", ns(ctx), ""],
@@ -225,6 +228,7 @@ def profile_tables(profile: dict[str, Any]) -> dict[str, Table]:
     c_bind = med("cache", "binding.get(k)")
     c_env = med("cache", "g.env.CACHE.get(k)")
     c_raw = med("cache", "redis-py, own client")
+    c_cv = med("cache", "same, without the g proxy")
     rows = [
         ["driver call: client.get(full_key) (flask-ploy's client)", ns(c_drv), ""],
         ["raw redis-py: its own client and default pool", ns(c_raw),
@@ -233,6 +237,8 @@ def profile_tables(profile: dict[str, Any]) -> dict[str, Table]:
         ["  of which argument check (timed alone)", ns(check), ""],
         ["  of which key prefixing (timed alone)", ns(micro("key prefixing")), ""],
         ["g.env.CACHE.get(k)", ns(c_env), f"{c_env - c_bind:+,.0f} above binding.get"],
+        ["  same, through _cv_app.get().g.env (no g proxy)", ns(c_cv),
+         f"{c_cv - c_bind:+,.0f} above binding.get"],
         ["  g.env.CACHE (timed alone)", ns(micro("g.env.CACHE")), ""],
         ["redis-py pool borrow + return, BlockingConnectionPool (flask-ploy)",
          ns(micro("redis pool borrow+return (flask-ploy, blocking)")), "inside every command"],
