@@ -263,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                 from . import http_bench
 
                 results["groups"]["http"] = http_bench.run(cfg)
+                results["groups"]["http"]["in_process"] = run_group("http_app", cfg)
             else:
                 results["groups"][name] = run_group(name, cfg)
             _log(f"{name} done in {time.monotonic() - t0:.0f} s")

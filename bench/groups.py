@@ -903,12 +903,57 @@ def profile_group(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def http_app_group(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP routes of both apps in process, through Flask's test client.
+
+    What each app costs per request without gunicorn, wrk and the kernel's
+    sockets in between: the part of the HTTP comparison that the apps'
+    code decides.
+    """
+    path = os.path.join(cfg["tmp"], "http-app.sqlite3")
+    os.environ.update(
+        BENCH_REDIS_URL=cfg["redis_url"], BENCH_SQLITE_PATH=path, BENCH_PREFIX=cfg["tag"]
+    )
+    from . import hand_app, ploy_app
+
+    with ploy_app.app.app_context():
+        g.env.STATE.set("greeting", "hello world")
+        g.env.CACHE.set("greeting", "hello")
+    clients = {"flask-ploy": ploy_app.app.test_client(), "hand-written": hand_app.app.test_client()}
+    routes = [("cache get", "GET", "/cache/get"), ("state get", "GET", "/state/get"),
+              ("state set", "POST", "/state/set")]  # fmt: skip
+
+    def request(client: Any, url: str, method: str) -> Run:
+        def run(ks: Sequence[Any]) -> None:
+            for _ in ks:
+                if client.open(url, method=method).status_code != 200:
+                    raise AssertionError(f"{method} {url} failed")
+
+        return run
+
+    plan = _plan(cfg, 0.1)
+    out: dict[str, Any] = {}
+    try:
+        for route, method, url in routes:
+            out[route] = _measure(
+                {name: request(c, url, method) for name, c in clients.items()},
+                lambda r: range(plan.ops),
+                plan,
+                "hand-written",
+            )
+    finally:
+        with ploy_app.app.app_context():
+            g.env.CACHE.delete("greeting")
+    return out
+
+
 GROUPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "cache": cache_group,
     "state_sqlite": lambda cfg: state_group(cfg, "sqlite"),
     "state_postgres": lambda cfg: state_group(cfg, "postgres"),
     "growth": growth_group,
     "profile": profile_group,
+    "http_app": http_app_group,
 }
 
 

@@ -102,18 +102,26 @@ def many_table(group: dict[str, Any]) -> Table:
 
 
 def http_table(http: dict[str, Any]) -> Table:
+    inproc = http.get("in_process", {})
     header = ["route", "flask-ploy req/s", "hand-written req/s", "ratio",
               "flask-ploy p50 ms", "hand-written p50 ms"]  # fmt: skip
+    if inproc:
+        header += ["in process: flask-ploy µs", "hand-written µs", "ratio"]
     rows = []
     for route, e in http["routes"].items():
-        rows.append([
+        row = [
             f"{route} ({e['path']})",
             f"{e['flask-ploy']['rps']:,.0f}",
             f"{e['hand-written']['rps']:,.0f}",
             ratio(e["paired_ratio"]),
             f"{e['flask-ploy']['p50_ms']:.2f}",
             f"{e['hand-written']['p50_ms']:.2f}",
-        ])  # fmt: skip
+        ]
+        if inproc:
+            r = inproc[route]["results"]
+            row += [us(r["flask-ploy"]["median_ns"]), us(r["hand-written"]["median_ns"]),
+                    ratio(1 / r["flask-ploy"]["paired_ratio"])]  # fmt: skip
+        rows.append(row)
     return header, rows
 
 
