@@ -341,6 +341,24 @@ def _options_from_query(url: str) -> tuple[str, dict[str, Any]]:
     return parts._replace(query="").geturl(), options
 
 
+def _multi_host_url(
+    url: str, options: dict[str, Any], default_port: int
+) -> tuple[dict[str, Any], list[tuple[str, int]], list[str]]:
+    """Parse ``scheme://[user:pw@]h1:p1[,h2:p2]/path?opts`` for Sentinel and
+    Cluster: client options (query, credentials), hosts, path segments."""
+    base, query_options = _options_from_query(url)
+    options = {**options, **query_options}
+    parts = urlsplit(base)
+    user, password, hosts = split_hosts(parts.netloc, default_port)
+    if password is not None:
+        options.setdefault("password", password)
+    if user is not None:
+        options.setdefault("username", user)
+    options.pop("timeout", None)  # a BlockingConnectionPool option
+    options.setdefault("decode_responses", True)
+    return options, hosts, [p for p in parts.path.split("/") if p]
+
+
 class RedisBackend(CacheBackend):
     """Redis through redis-py: ``redis://``, ``rediss://`` (TLS) and ``unix://``.
 
@@ -474,11 +492,7 @@ class RedisSentinelBackend(RedisBackend):
     def _make_client(url: str, options: dict[str, Any]) -> Any:
         from redis.sentinel import Sentinel
 
-        base, query_options = _options_from_query(url)
-        options = {**options, **query_options}
-        parts = urlsplit(base)
-        user, password, hosts = split_hosts(parts.netloc, 26379)
-        path = [p for p in parts.path.split("/") if p]
+        options, hosts, path = _multi_host_url(url, options, 26379)
         if not hosts or not path:
             raise PloyConfigError(
                 f"cache URL {redact_url(url)}: expected"
@@ -487,12 +501,6 @@ class RedisSentinelBackend(RedisBackend):
         service = path[0]
         if len(path) > 1:
             options["db"] = int(path[1])
-        if password is not None:
-            options.setdefault("password", password)
-        if user is not None:
-            options.setdefault("username", user)
-        options.pop("timeout", None)
-        options.setdefault("decode_responses", True)
         sentinel_kwargs = options.pop("sentinel_kwargs", None) or {
             "socket_timeout": options.get("socket_timeout"),
             "socket_connect_timeout": options.get("socket_connect_timeout"),
@@ -517,21 +525,12 @@ class RedisClusterBackend(RedisBackend):
         from redis.cluster import ClusterNode, RedisCluster
         from redis.retry import Retry
 
-        base, query_options = _options_from_query(url)
-        options = {**options, **query_options}
-        parts = urlsplit(base)
-        user, password, hosts = split_hosts(parts.netloc, 6379)
+        options, hosts, _ = _multi_host_url(url, options, 6379)
         if not hosts:
             raise PloyConfigError(
                 f"cache URL {redact_url(url)}: expected redis+cluster://host:port[,host:port]"
             )
-        if password is not None:
-            options.setdefault("password", password)
-        if user is not None:
-            options.setdefault("username", user)
-        options.pop("timeout", None)
         options.pop("health_check_interval", None)
-        options.setdefault("decode_responses", True)
         options.setdefault("retry", Retry(NoBackoff(), 1))
         nodes = [ClusterNode(h, p) for h, p in hosts]  # type: ignore[no-untyped-call]
         return RedisCluster(startup_nodes=nodes, **options)

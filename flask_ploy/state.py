@@ -154,10 +154,18 @@ class _Dialect:
         )
 
     def upsert_sql(self) -> str:
-        raise NotImplementedError
+        """``set``: standard ``ON CONFLICT`` (SQLite, PostgreSQL)."""
+        return (
+            f"INSERT INTO {self.t} (resource, {self.k}, {self.v}) VALUES (?, ?, ?)"
+            f" ON CONFLICT (resource, {self.k}) DO UPDATE SET {self.v} = excluded.{self.v}"
+        )
 
     def add_sql(self) -> str:
-        raise NotImplementedError
+        """``add``: insert unless present; ``rowcount`` tells which."""
+        return (
+            f"INSERT INTO {self.t} (resource, {self.k}, {self.v}) VALUES (?, ?, ?)"
+            f" ON CONFLICT (resource, {self.k}) DO NOTHING"
+        )
 
     def incr_sql(self) -> str:
         raise NotImplementedError
@@ -187,18 +195,6 @@ class _SQLite(_Dialect):
     begin_write = "BEGIN IMMEDIATE"  # take the write lock first: no upgrade deadlock
     begin_read = "BEGIN"
     lock_suffix = ""
-
-    def upsert_sql(self) -> str:
-        return (
-            f"INSERT INTO {self.t} (resource, {self.k}, {self.v}) VALUES (?, ?, ?)"
-            f" ON CONFLICT (resource, {self.k}) DO UPDATE SET {self.v} = excluded.{self.v}"
-        )
-
-    def add_sql(self) -> str:
-        return (
-            f"INSERT INTO {self.t} (resource, {self.k}, {self.v}) VALUES (?, ?, ?)"
-            f" ON CONFLICT (resource, {self.k}) DO NOTHING"
-        )
 
     def incr_sql(self) -> str:
         # ?1 resource, ?2 key, ?3 amount as text, ?4 amount. The WHERE keeps
@@ -240,18 +236,6 @@ class _SQLite(_Dialect):
 
 class _Postgres(_Dialect):
     name = "postgresql"
-
-    def upsert_sql(self) -> str:
-        return (
-            f"INSERT INTO {self.t} (resource, {self.k}, {self.v}) VALUES (?, ?, ?)"
-            f" ON CONFLICT (resource, {self.k}) DO UPDATE SET {self.v} = EXCLUDED.{self.v}"
-        )
-
-    def add_sql(self) -> str:
-        return (
-            f"INSERT INTO {self.t} (resource, {self.k}, {self.v}) VALUES (?, ?, ?)"
-            f" ON CONFLICT (resource, {self.k}) DO NOTHING"
-        )
 
     def incr_sql(self) -> str:
         # resource, key, amount as bytes, amount. Overflow raises 22003.

@@ -49,6 +49,15 @@ def sentinel_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def own_redis() -> Iterator[servers.RedisProc]:
+    """A redis-server of the test's own, on a free port, which it may kill and restart."""
+    servers.need(servers.REDIS_SERVER is not None, "redis-server")
+    proc = servers.start_redis()
+    yield proc
+    proc.kill()
+
+
 def _cache_url(kind: str, request: pytest.FixtureRequest) -> str:
     if kind == "memory":
         return "memory://"

@@ -18,15 +18,6 @@ from . import servers
 
 
 @pytest.fixture
-def own_redis() -> Iterator[servers.RedisProc]:
-    """A redis-server of this test's own, which it may kill and restart."""
-    servers.need(servers.REDIS_SERVER is not None, "redis-server")
-    proc = servers.start_redis()
-    yield proc
-    proc.kill()
-
-
-@pytest.fixture
 def hung() -> Iterator[servers.HungServer]:
     server = servers.HungServer()
     yield server

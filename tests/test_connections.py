@@ -6,7 +6,6 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,14 +14,6 @@ import redis
 from flask import Flask, g
 
 from . import servers
-
-
-@pytest.fixture
-def own_redis() -> Iterator[servers.RedisProc]:
-    servers.need(servers.REDIS_SERVER is not None, "redis-server")
-    proc = servers.start_redis()
-    yield proc
-    proc.kill()
 
 
 def load_app(make_app: Any, cache_url: str, state_url: str, **config: Any) -> Flask:
