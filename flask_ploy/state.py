@@ -1013,9 +1013,12 @@ class State:
 
         def body(cur: Any) -> builtins.list[tuple[str, str | None]]:
             cur.execute(sql, params)
+            rows = cur.fetchall()
+            if not self._bin:  # SQLite returns str already: no per-row work
+                return rows if with_values else [(k, None) for (k,) in rows]
             if with_values:
-                return [(self._s(k), self._s(v)) for k, v in cur.fetchall()]
-            return [(self._s(k), None) for (k,) in cur.fetchall()]
+                return [(bytes(k).decode(), bytes(v).decode()) for k, v in rows]
+            return [(bytes(k).decode(), None) for (k,) in rows]
 
         return self._run("list", body, tx=False)
 
