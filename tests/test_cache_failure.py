@@ -129,7 +129,7 @@ def test_only_the_first_request_pays_the_timeout(make_app: Any, hung: servers.Hu
         client.get("/page")
         times.append(time.monotonic() - t)
     assert times[0] >= 0.4  # the socket timeout (0.5 s by default)
-    assert max(times[1:]) < 0.1  # the breaker is open: no waiting
+    assert max(times[1:]) < 0.25  # the breaker is open: no waiting for the 0.5 s timeout
     stats = app.extensions["ploy"].cache_stats(app)
     (counts,) = stats.values()
     assert counts["skipped"] >= 18
