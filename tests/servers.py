@@ -8,14 +8,21 @@ A test that needs a service that is absent skips locally and fails under
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,6 +96,8 @@ def sql_ok(url: str) -> bool:
     return _probed[url]
 
 
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
 
@@ -289,3 +298,72 @@ class HungServer:
         for c in self.accepted:
             c.close()
         self.sock.close()
+
+
+# -- HTTP and gunicorn ---------------------------------------------------------
+
+
+def http_json(
+    base: str, path: str, data: dict[str, str] | None = None, timeout: float = 10
+) -> tuple[int, Any]:
+    """GET (or POST *data*) and return ``(status, decoded JSON)``."""
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    try:
+        with urllib.request.urlopen(base + path, data=body, timeout=timeout) as r:  # noqa: S310
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        text = exc.read().decode(errors="replace")
+        try:
+            return exc.code, json.loads(text)
+        except ValueError:
+            return exc.code, text
+
+
+@contextlib.contextmanager
+def gunicorn(
+    tmp_path: Path, env: dict[str, str], *args: str, app: str = "example_app:create_app()"
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Serve *app* with gunicorn on a free loopback port; yield (base URL, process)."""
+    need(os.path.exists(GUNICORN), "gunicorn in the virtualenv")
+    port = free_port()
+    logpath = tmp_path / f"gunicorn-{port}.log"
+    log = open(logpath, "wb")  # noqa: SIM115 - closed below
+    pythonpath = os.pathsep.join([str(ROOT), str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    proc = subprocess.Popen(
+        [
+            GUNICORN,
+            "-b",
+            f"127.0.0.1:{port}",
+            "--timeout",
+            "30",
+            "--graceful-timeout",
+            "2",
+            *args,
+            app,
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": pythonpath, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not port_open("127.0.0.1", port, 0.2):
+            assert proc.poll() is None, logpath.read_text()
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{port}"
+        # The master listens before the workers have booted: wait for an answer,
+        # so the timings below measure the app, not gunicorn's start-up.
+        while http_json(base, "/whoami", timeout=10)[0] != 200:
+            assert time.monotonic() < deadline, "gunicorn did not answer"
+            time.sleep(0.05)
+        yield base, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()

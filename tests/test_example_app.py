@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -503,105 +502,72 @@ def test_defaults_and_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- under gunicorn, two workers ---------------------------------------------------------
 
 
-def _http(
-    base: str, path: str, data: dict[str, str] | None = None, timeout: float = 10
-) -> tuple[int, Any]:
-    body = urllib.parse.urlencode(data).encode() if data is not None else None
-    try:
-        with urllib.request.urlopen(base + path, data=body, timeout=timeout) as r:  # noqa: S310
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-@pytest.mark.slow
 def test_gunicorn_workers_share_cache_and_state(tmp_path: Path) -> None:
     servers.need(servers.redis_ok(), f"Redis at {servers.REDIS_URL}")
-    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-    servers.need(os.path.exists(gunicorn), "gunicorn in the virtualenv")
-    port = servers.free_port()
     env = {
-        **os.environ,
         "PLOY_CACHE_URL": servers.REDIS_URL,
         "PLOY_STATE_URL": f"sqlite:///{tmp_path}/state.sqlite3",
     }
-    log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [gunicorn, "-w", "2", "-b", f"127.0.0.1:{port}", "example_app:create_app()"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
     uid = uuid.uuid4().hex[:10]
-    try:
-        deadline = time.monotonic() + 30
-        while not servers.port_open("127.0.0.1", port, 0.2):
-            assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()
-            assert time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.1)
-
-        # Written once, by whichever worker takes the request.
-        assert _http(base, f"/counters/{uid}", {}) == (200, {"name": uid, "value": 1})
-
-        # Two slow reports (0.5 s each) at once: the busy worker cannot take
-        # the second, so both workers answer. Both read the counter from the
-        # shared SQLite file, though only one of them wrote it.
-        reports: list[dict[str, Any]] = []
-        for attempt in range(5):
-            with ThreadPoolExecutor(2) as pool:
-                answers = list(
-                    pool.map(
-                        lambda p: _http(base, p),
-                        [f"/reports/{uid}-{attempt}-a", f"/reports/{uid}-{attempt}-b"],
-                    )
-                )
-            reports = [a[1]["report"] for a in answers]
-            if len({r["generated_by"] for r in reports}) == 2:
-                break
-        pids = {r["generated_by"] for r in reports}
-        assert len(pids) == 2, reports
-        for r in reports:
-            assert r["counters"] == {uid: 1}
-
-        # The cache is shared too: while one worker holds the report lock in
-        # Redis (add), the other worker's refresh is refused.
-        with ThreadPoolExecutor(2) as pool:
-            holder = pool.submit(_http, base, f"/reports/{uid}/refresh", {})
-            time.sleep(0.15)
-            other_pid = _http(base, "/whoami")[1]["pid"]
-            refused = _http(base, f"/reports/{uid}/refresh", {})
-            held = holder.result()
-        assert held[0] == 200 and held[1]["locked"] is True
-        assert other_pid in pids and other_pid != held[1]["report"]["generated_by"]
-        assert refused[0] == 409
-
-        # And every read, by either worker, sees what one of them wrote.
-        _http(base, "/cache/set", {"key": f"k{uid}", "value": "shared"})
-        _http(base, "/state/set", {"key": f"k{uid}", "value": "durable"})
-        seen = set()
-        for _ in range(20):
-            seen.add(_http(base, "/whoami")[1]["pid"])
-            assert _http(base, f"/cache/get?key=k{uid}") == (200, {"value": "shared"})
-            assert _http(base, f"/state/get?key=k{uid}") == (200, {"value": "durable"})
-        assert seen <= pids
-    finally:
-        proc.terminate()
+    with servers.gunicorn(tmp_path, env, "-w", "2") as (base, _):
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
-        with contextlib.suppress(Exception):
-            import redis
+            _check_two_workers(base, uid)
+        finally:
+            with contextlib.suppress(Exception):
+                import redis
 
-            client = redis.Redis.from_url(servers.REDIS_URL)
-            keys = list(client.scan_iter(match=f"ploy:*{uid}*"))
-            if keys:
-                client.delete(*keys)
-            client.close()
+                client = redis.Redis.from_url(servers.REDIS_URL)
+                keys = list(client.scan_iter(match=f"ploy:*{uid}*"))
+                if keys:
+                    client.delete(*keys)
+                client.close()
+
+
+def _check_two_workers(base: str, uid: str) -> None:
+    # Written once, by whichever worker takes the request.
+    assert servers.http_json(base, f"/counters/{uid}", {}) == (200, {"name": uid, "value": 1})
+
+    # Two slow reports (0.5 s each) at once: the busy worker cannot take
+    # the second, so both workers answer. Both read the counter from the
+    # shared SQLite file, though only one of them wrote it.
+    reports: list[dict[str, Any]] = []
+    for attempt in range(5):
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(
+                pool.map(
+                    lambda p: servers.http_json(base, p),
+                    [f"/reports/{uid}-{attempt}-a", f"/reports/{uid}-{attempt}-b"],
+                )
+            )
+        reports = [a[1]["report"] for a in answers]
+        if len({r["generated_by"] for r in reports}) == 2:
+            break
+    pids = {r["generated_by"] for r in reports}
+    assert len(pids) == 2, reports
+    for r in reports:
+        assert r["counters"] == {uid: 1}
+
+    # The cache is shared too: while one worker holds the report lock in
+    # Redis (add), the other worker's refresh is refused.
+    with ThreadPoolExecutor(2) as pool:
+        holder = pool.submit(servers.http_json, base, f"/reports/{uid}/refresh", {})
+        time.sleep(0.15)
+        other_pid = servers.http_json(base, "/whoami")[1]["pid"]
+        refused = servers.http_json(base, f"/reports/{uid}/refresh", {})
+        held = holder.result()
+    assert held[0] == 200 and held[1]["locked"] is True
+    assert other_pid in pids and other_pid != held[1]["report"]["generated_by"]
+    assert refused[0] == 409
+
+    # And every read, by either worker, sees what one of them wrote.
+    servers.http_json(base, "/cache/set", {"key": f"k{uid}", "value": "shared"})
+    servers.http_json(base, "/state/set", {"key": f"k{uid}", "value": "durable"})
+    seen = set()
+    for _ in range(20):
+        seen.add(servers.http_json(base, "/whoami")[1]["pid"])
+        assert servers.http_json(base, f"/cache/get?key=k{uid}") == (200, {"value": "shared"})
+        assert servers.http_json(base, f"/state/get?key=k{uid}") == (200, {"value": "durable"})
+    assert seen <= pids
 
 
 # -- the page in headless Chromium -------------------------------------------------------
@@ -847,8 +813,8 @@ def test_page_in_headless_chromium(tmp_path: Path) -> None:
             dark = page.eval("getComputedStyle(document.body).backgroundColor")
             assert dark == "rgb(30, 31, 34)" and dark != white
             # The counters and flags the browser changed are what the app stored.
-            assert _http(base, "/counters") == (200, {"clicks": 2})
-            assert _http(base, "/flags/dark-mode")[1]["enabled"] is True
-            assert _http(base, "/prefs/carol")[1] == {"theme": "dark", "language": "fr"}
+            assert servers.http_json(base, "/counters") == (200, {"clicks": 2})
+            assert servers.http_json(base, "/flags/dark-mode")[1]["enabled"] is True
+            assert servers.http_json(base, "/prefs/carol")[1] == {"theme": "dark", "language": "fr"}
     finally:
         _close(app)

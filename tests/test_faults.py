@@ -40,9 +40,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -60,7 +57,6 @@ from . import pgserver, servers
 from .sqlite_writer import value_for
 
 ROOT = Path(__file__).resolve().parent.parent
-GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
 SOAK_SECONDS = float(os.environ.get("PLOY_SOAK_SECONDS", "3"))
 KILL_ROUNDS = int(os.environ.get("PLOY_KILL_ROUNDS", "6"))
 
@@ -74,68 +70,6 @@ def figure(request: pytest.FixtureRequest, text: str) -> None:
 
 
 # -- helpers: HTTP and gunicorn ------------------------------------------------------
-
-
-def http(
-    base: str, path: str, data: dict[str, str] | None = None, timeout: float = 10
-) -> tuple[int, Any]:
-    """GET (or POST *data*) and return ``(status, decoded JSON)``."""
-    body = urllib.parse.urlencode(data).encode() if data is not None else None
-    try:
-        with urllib.request.urlopen(base + path, data=body, timeout=timeout) as r:  # noqa: S310
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
-
-
-@contextlib.contextmanager
-def gunicorn(
-    tmp_path: Path, env: dict[str, str], *args: str, app: str = "example_app:create_app()"
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Serve *app* with gunicorn on a free loopback port; yield (base URL, process)."""
-    servers.need(os.path.exists(GUNICORN), "gunicorn in the virtualenv")
-    port = servers.free_port()
-    logpath = tmp_path / f"gunicorn-{port}.log"
-    log = open(logpath, "wb")  # noqa: SIM115 - closed below
-    pythonpath = os.pathsep.join([str(ROOT), str(tmp_path), os.environ.get("PYTHONPATH", "")])
-    proc = subprocess.Popen(
-        [
-            GUNICORN,
-            "-b",
-            f"127.0.0.1:{port}",
-            "--timeout",
-            "30",
-            "--graceful-timeout",
-            "2",
-            *args,
-            app,
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": pythonpath, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not servers.port_open("127.0.0.1", port, 0.2):
-            assert proc.poll() is None, logpath.read_text()
-            assert time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.05)
-        base = f"http://127.0.0.1:{port}"
-        # The master listens before the workers have booted: wait for an answer,
-        # so the timings below measure the app, not gunicorn's start-up.
-        while http(base, "/whoami", timeout=10)[0] != 200:
-            assert time.monotonic() < deadline, "gunicorn did not answer"
-            time.sleep(0.05)
-        yield base, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
 
 
 @dataclass
@@ -157,7 +91,7 @@ class Load:
                 path, data = body(t, i)
                 start = time.monotonic()
                 try:
-                    status, answer = http(self.base, path, data, timeout=10)
+                    status, answer = servers.http_json(self.base, path, data, timeout=10)
                 except Exception as exc:  # a refused or timed-out request is a failure
                     status, answer = -1, repr(exc)
                 self.results.append((start, time.monotonic() - start, path, status, answer))
@@ -184,8 +118,8 @@ def test_redis_killed_and_restarted_under_gunicorn(
         "PLOY_STATE_URL": f"sqlite:///{tmp_path}/state.sqlite3",
     }
     try:
-        with gunicorn(tmp_path, env, "-w", "2") as (base, _):
-            assert http(base, "/cache/set", {"key": "warm", "value": "up"})[0] == 200
+        with servers.gunicorn(tmp_path, env, "-w", "2") as (base, _):
+            assert servers.http_json(base, "/cache/set", {"key": "warm", "value": "up"})[0] == 200
             load = Load(base, threads=4)
 
             def body(t: int, i: int) -> tuple[str, dict[str, str] | None]:
@@ -211,8 +145,8 @@ def test_redis_killed_and_restarted_under_gunicorn(
                 n += 1
                 t = time.monotonic()
                 key = f"probe:{n}"
-                http(base, "/cache/set", {"key": key, "value": "back"})
-                hit = http(base, f"/cache/get?key={key}")[1] == {"value": "back"}
+                servers.http_json(base, "/cache/set", {"key": key, "value": "back"})
+                hit = servers.http_json(base, f"/cache/get?key={key}")[1] == {"value": "back"}
                 probes.append((t, hit))
                 if hit:
                     ok_since = ok_since or t
@@ -259,19 +193,21 @@ def test_hung_redis_under_gunicorn_stays_bounded(
     hung = servers.HungServer()
     env = {"PLOY_CACHE_URL": hung.url, "PLOY_STATE_URL": f"sqlite:///{tmp_path}/state.sqlite3"}
     try:
-        with gunicorn(tmp_path, env, "-w", "2") as (base, _):
+        with servers.gunicorn(tmp_path, env, "-w", "2") as (base, _):
             times: list[float] = []
             answers: list[tuple[int, Any]] = []
             start = time.monotonic()
             for i in range(50):
                 t = time.monotonic()
                 if i % 2:
-                    answers.append(http(base, "/cache/set", {"key": f"k{i}", "value": "v"}))
+                    answers.append(
+                        servers.http_json(base, "/cache/set", {"key": f"k{i}", "value": "v"})
+                    )
                 else:
-                    answers.append(http(base, f"/cache/get?key=k{i - 1}"))
+                    answers.append(servers.http_json(base, f"/cache/get?key=k{i - 1}"))
                 times.append(time.monotonic() - t)
             total = time.monotonic() - start
-            state_ok = http(base, "/state/set", {"key": "k", "value": "v"})
+            state_ok = servers.http_json(base, "/state/set", {"key": "k", "value": "v"})
     finally:
         hung.close()
     figure(
@@ -720,7 +656,7 @@ def test_gunicorn_preload_shares_no_connection(
 
     env = {"PLOY_CACHE_URL": redis_proc.url, "PLOY_STATE_URL": pg_url}
     try:
-        with gunicorn(
+        with servers.gunicorn(
             tmp_path,
             env,
             "-w",
@@ -746,15 +682,21 @@ def test_gunicorn_preload_shares_no_connection(
                 # Four slow (0.5 s) cache-miss reports at once: each worker takes one.
                 paths = [f"/reports/{uid}-{attempt}-{j}" for j in range(4)]
                 with ThreadPoolExecutor(4) as pool:
-                    results = list(pool.map(lambda p: http(base, p), paths))
+                    results = list(pool.map(lambda p: servers.http_json(base, p), paths))
                 assert all(s == 200 for s, _ in results), results
                 served |= {a["report"]["generated_by"] for _, a in results}
                 if served >= workers:
                     break
             assert served == workers, f"workers {workers}, served by {served}"
             for _ in range(8):  # state writes and cache writes on whichever worker
-                assert http(base, "/state/set", {"key": f"k{uid}", "value": "v"})[0] == 200
-                assert http(base, "/cache/set", {"key": f"k{uid}", "value": "v"})[0] == 200
+                assert (
+                    servers.http_json(base, "/state/set", {"key": f"k{uid}", "value": "v"})[0]
+                    == 200
+                )
+                assert (
+                    servers.http_json(base, "/cache/set", {"key": f"k{uid}", "value": "v"})[0]
+                    == 200
+                )
 
             redis_now = _redis_clients(rc)
             pg_now = pg_clients()
