@@ -656,6 +656,13 @@ class State:
         self._cur = lease.cur
         return lease.cur
 
+    def _dialect(self) -> _Dialect:
+        """The store's dialect, once this context's connection is borrowed."""
+        if self._cur is None:
+            self._borrow()
+        assert self._d is not None
+        return self._d
+
     def _k(self, key: str) -> Any:
         return key.encode() if self._bin else key
 
@@ -802,10 +809,7 @@ class State:
         """
         check_key(key, self._kmax)
         amount = check_amount(amount)
-        if self._cur is None:
-            self._borrow()
-        d = self._d
-        assert d is not None
+        d = self._dialect()
         k = self._k(key)
         text = self._k(str(amount))
 
@@ -832,10 +836,7 @@ class State:
         """Store *value* only if *key* is absent; return whether it was stored."""
         check_key(key, self._kmax)
         check_value(value, self._vmax)
-        if self._cur is None:
-            self._borrow()
-        d = self._d
-        assert d is not None
+        d = self._dialect()
         k, v = self._k(key), self._k(value)
 
         def body(cur: Any) -> bool:
@@ -865,10 +866,7 @@ class State:
         """
         check_key(key, self._kmax)
         steps = _update.check_ops(ops)
-        if self._cur is None:
-            self._borrow()
-        d = self._d
-        assert d is not None
+        d = self._dialect()
         k = self._k(key)
 
         def body(cur: Any) -> str:
@@ -906,10 +904,7 @@ class State:
         keys = check_keys(keys, self._kmax)
         if not keys:
             return {}
-        if self._cur is None:
-            self._borrow()
-        d = self._d
-        assert d is not None
+        d = self._dialect()
         unique = list(dict.fromkeys(keys))
 
         def body(cur: Any) -> dict[str, str | None]:
@@ -933,10 +928,7 @@ class State:
         items = check_mapping(mapping, self._kmax, self._vmax)
         if not items:
             return
-        if self._cur is None:
-            self._borrow()
-        d = self._d
-        assert d is not None
+        d = self._dialect()
         rows = [(self.resource, self._k(k), self._k(v)) for k, v in items]
         self._run("set_many", lambda cur: cur.executemany(d.set, rows))
 
@@ -946,10 +938,7 @@ class State:
         unique = list(dict.fromkeys(keys))
         if not unique:
             return 0
-        if self._cur is None:
-            self._borrow()
-        d = self._d
-        assert d is not None
+        d = self._dialect()
 
         def body(cur: Any) -> int:
             n = 0
@@ -994,10 +983,7 @@ class State:
         self, prefix: str, after: str | None, limit: int, *, with_values: bool
     ) -> builtins.list[tuple[str, str | None]]:
         """Up to *limit* ``(key, value)`` rows with *prefix*, after *after*."""
-        if self._cur is None:
-            self._borrow()
-        d = self._d
-        assert d is not None
+        d = self._dialect()
         lo, lo_op = (after, ">") if after is not None and after >= prefix else (prefix, ">=")
         hi = _prefix_end(prefix, self._bin)
         ph = d.placeholders(1)
@@ -1039,10 +1025,7 @@ class State:
 
     def count(self) -> int:
         """The number of keys in this binding's resource."""
-        if self._cur is None:
-            self._borrow()
-        d = self._d
-        assert d is not None
+        d = self._dialect()
 
         def body(cur: Any) -> int:
             cur.execute(d.count, (self.resource,))
@@ -1061,10 +1044,7 @@ class State:
         reports a lock conflict; a one-shot iterator (a generator, a file
         reader) raises :class:`~flask_ploy.StateUnavailable` instead.
         """
-        if self._cur is None:
-            self._borrow()
-        d = self._d
-        assert d is not None
+        d = self._dialect()
 
         one_shot = isinstance(pairs, Iterator)  # a generator, say: cannot be read twice
         runs = 0
@@ -1100,10 +1080,7 @@ class State:
 
     def clear(self) -> int:
         """Delete every key of this binding's resource; return how many."""
-        if self._cur is None:
-            self._borrow()
-        d = self._d
-        assert d is not None
+        d = self._dialect()
 
         def body(cur: Any) -> int:
             cur.execute(d.clear, (self.resource,))
