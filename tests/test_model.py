@@ -45,7 +45,7 @@ from flask_ploy import Cache
 from flask_ploy.cache import MemoryBackend, RedisBackend
 
 from . import servers
-from .conftest import AppFactory, worker_id
+from .conftest import AppFactory, _state_url, worker_id
 
 # A 70,000-character value makes long reprs of failing steps; that is fine.
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
@@ -706,14 +706,6 @@ def _numbers(doc: Any) -> Iterator[float]:
             yield from _numbers(v)
     elif isinstance(doc, (int, float)) and not isinstance(doc, bool):
         yield float(doc)
-
-
-def _state_url(kind: str, tmp_path: Any) -> str:
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path}/model.sqlite3"
-    url = {"postgresql": servers.POSTGRES_URL, "mariadb": servers.MARIADB_URL}[kind]
-    servers.need(servers.sql_ok(url), f"{kind} at {url}")
-    return url
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
