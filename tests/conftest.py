@@ -32,7 +32,12 @@ STATE_KINDS = ["sqlite", "postgresql", "mariadb"]
 
 
 def worker_id() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+    """This test process's name, unique among concurrent runs on one machine.
+
+    ``PLOY_TEST_TAG`` tells apart several checkouts testing against the same
+    shared servers at once (it goes into table names).
+    """
+    return os.environ.get("PLOY_TEST_TAG", "") + os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
 @pytest.fixture(scope="session")
