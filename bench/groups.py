@@ -518,7 +518,7 @@ def state_group(cfg: dict[str, Any], kind: str) -> dict[str, Any]:
             contenders["diskcache"] = _diskcache_ops(dc)
         else:
             raw_name = "psycopg"
-            contenders[raw_name] = _RawPsycopg(st._cur.connection, table).ops()
+            contenders[raw_name] = _RawPsycopg(st.connection(), table).ops()
         contenders["flask-ploy (binding)"] = _ploy_ops(st)
         contenders["flask-ploy (g.env)"] = _env_ops()
         contenders["Flask-SQLAlchemy ORM"] = _orm_ops(db, entry)
@@ -704,9 +704,10 @@ def profile_group(cfg: dict[str, Any]) -> dict[str, Any]:
         conn = raw.conn
         raw_sql = raw.get_sql
         st.get(names[0])
-        cur = st._cur  # the cursor the binding holds for this context
-        q = st._q_get
-        kfast = st._kfast
+        cur = st.connection().cursor()  # a cursor on the binding's connection
+        q = app.extensions["ploy"].state_store("STATE").dialect.get
+        kmax = app.config["PLOY_MAX_KEY_BYTES"]
+        kfast = kmax // 4  # the binding's fast key check
         plan = _plan(cfg)
         sample = _sampler(names, plan.ops, 21)
 
@@ -788,7 +789,6 @@ def profile_group(cfg: dict[str, Any]) -> dict[str, Any]:
         # The parts that cost nanoseconds, timed alone over many iterations.
         micro_plan = Plan(plan.rounds, 2000, plan.warmup)
         micro_keys = _sampler(names * (1 + 2000 // len(names)), 2000, 22)
-        kmax = st._kmax
         pool = client.connection_pool
         raw_pool = raw_redis.connection_pool
 
@@ -874,9 +874,13 @@ def profile_group(cfg: dict[str, Any]) -> dict[str, Any]:
             with app.app_context():
                 g.env.CACHE.get(k)
 
+    from flask_ploy.state import Lease
+
     def x_checkout(ks: Sequence[str]) -> None:
         for _k in ks:
-            store.checkin(store.checkout())
+            lease = Lease(store, 0)
+            store.checkout(lease)
+            store.checkin(lease)
 
     def x_connect(ks: Sequence[str]) -> None:
         for _k in ks:

@@ -292,8 +292,12 @@ def update_user_preferences(user_id: str, changes: dict[str, str]) -> dict[str, 
     """
     if not changes:  # update() refuses an empty $set: nothing to do
         return get_user_preferences(user_id)
-    new = g.env.USER_STATE.update(f"prefs:{user_id}", {"$set": changes})
-    return {**DEFAULT_PREFS, **json.loads(new)}
+    key = f"prefs:{user_id}"
+    # As on Ploy, update() changes an existing document only: create it
+    # first if absent (add() never overwrites, so this is safe to race).
+    g.env.USER_STATE.add(key, "{}")
+    new = g.env.USER_STATE.update(key, {"$set": changes})
+    return {**DEFAULT_PREFS, **json.loads(new or "{}")}
 
 
 def preference_changes() -> dict[str, str]:

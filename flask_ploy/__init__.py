@@ -17,14 +17,16 @@
 from __future__ import annotations
 
 from .cache import Cache
+from .env import Env
 from .errors import (
     CacheUnavailable,
     PloyConfigError,
     PloyError,
+    StateInDoubt,
     StateUnavailable,
     UnknownBinding,
 )
-from .extension import Env, FlaskPloy
+from .extension import FlaskPloy
 from .protocols import CacheBinding, StateBinding
 from .state import ListResult, State
 
@@ -39,6 +41,7 @@ __all__ = [
     "PloyError",
     "State",
     "StateBinding",
+    "StateInDoubt",
     "StateUnavailable",
     "UnknownBinding",
 ]

@@ -42,7 +42,8 @@ from .errors import PloyError
 from .state import LIST_MAX, State
 
 if TYPE_CHECKING:
-    from .extension import FlaskPloy, _AppState
+    from .app_bindings import AppBindings
+    from .extension import FlaskPloy
 
 #: Bytes read from a load file at a time.
 CHUNK = 1 << 16
@@ -67,8 +68,8 @@ def _ext() -> FlaskPloy:
     return ext
 
 
-def _app_state() -> _AppState:
-    return _ext()._get_state(current_app._get_current_object())  # type: ignore[attr-defined]
+def _app_bindings() -> AppBindings:
+    return _ext().app_bindings()
 
 
 @contextlib.contextmanager
@@ -91,7 +92,7 @@ def _bad_argument(hint: str) -> Iterator[None]:
 
 def _check_binding(name: str, kind: str) -> None:
     """Raise a usage error unless *name* is a binding of *kind*."""
-    bindings = _app_state().bindings
+    bindings = _app_bindings().bindings
     found = bindings.get(name)
     if found is not None and found.kind == kind:
         return
@@ -121,9 +122,9 @@ def _cache(name: str) -> Cache:
     ``PLOY_CACHE_ON_ERROR`` says.
     """
     _check_binding(name, "cache")
-    app_state = _app_state()
-    cache = app_state.caches[name]
-    s = app_state.settings
+    bindings = _app_bindings()
+    cache = bindings.caches[name]
+    s = bindings.settings
     return Cache(
         cache.name,
         cache.resource,
@@ -178,7 +179,7 @@ def config_command() -> None:
     ext = _ext()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     with _reporting():
-        fresh = ext._build(app)
+        fresh = ext.build(app)
     try:
         bindings = fresh.bindings
         rows: list[tuple[str, ...]] = []
@@ -205,28 +206,22 @@ def check_command() -> None:
     The latency is the median of three round trips (PING or SELECT 1) after
     the first, which also opens the connection.
     """
-    app_state = _app_state()
-    targets: list[tuple[str, str, Callable[[], None], list[str]]] = []
-    for backend in app_state.cache_backends.values():
-        names = [n for n, c in app_state.caches.items() if c.backend is backend]
-        targets.append(("cache", backend.display_url, backend.ping, names))
-    for store in app_state.state_stores.values():
-        names = [n for n, (s, _) in app_state.states.items() if s is store]
-        targets.append(("state", store.display_url, store.ping, names))
+    app_bindings = _app_bindings()
+    targets = app_bindings.backends()
     if not targets:
-        click.echo(f"No cache or state bindings in {app_state.bindings.source}.")
+        click.echo(f"No cache or state bindings in {app_bindings.bindings.source}.")
         return
     rows: list[tuple[str, ...]] = []
     down = 0
-    for kind, url, ping, names in targets:
+    for target in targets:
         try:
             start = time.perf_counter()
-            ping()
+            target.ping()
             connect = time.perf_counter() - start
             trips = []
             for _ in range(3):
                 start = time.perf_counter()
-                ping()
+                target.ping()
                 trips.append(time.perf_counter() - start)
         except Exception as exc:
             down += 1
@@ -235,7 +230,7 @@ def check_command() -> None:
         else:
             median = statistics.median(trips) * 1000
             status, detail = "ok", f"{median:.2f} ms (connect {connect * 1000:.1f} ms)"
-        rows.append((kind, url, ", ".join(names), status, detail))
+        rows.append((target.kind, target.display_url, ", ".join(target.bindings), status, detail))
     _echo_table(("Kind", "Backend", "Bindings", "Status", "Latency or error"), rows)
     if down:
         raise click.ClickException(f"{down} of {len(targets)} backends are down")
@@ -776,7 +771,7 @@ def state_load(binding: str, file: str, replace: bool, dry_run: bool) -> None:
     record, or any failure, writes nothing; the error names its line.
     """
     state = _state(binding)
-    settings = _app_state().settings
+    settings = _app_bindings().settings
     stdin = file == "-"
     name = "<stdin>" if stdin else file
     stream = sys.stdin.buffer if stdin else open(file, "rb")  # noqa: SIM115

@@ -241,6 +241,7 @@ DEFAULTS: dict[str, Any] = {
     "PLOY_STATE_TABLE": "ploy_state",
     "PLOY_STATE_SQLITE_SYNCHRONOUS": "NORMAL",
     "PLOY_STATE_BUSY_TIMEOUT": 10.0,
+    "PLOY_STATE_POOL_TIMEOUT": 10.0,
     "PLOY_MAX_KEY_BYTES": 512,
     "PLOY_MAX_VALUE_BYTES": 25 * 1024 * 1024,
 }
@@ -270,6 +271,7 @@ class Settings:
     state_table: str
     state_sqlite_synchronous: str
     state_busy_timeout: float
+    state_pool_timeout: float
     max_key_bytes: int
     max_value_bytes: int
 
@@ -362,6 +364,7 @@ def read_settings(config: Mapping[str, Any], bindings: Bindings) -> Settings:
         state_table=table,
         state_sqlite_synchronous=sync,
         state_busy_timeout=float(_number(config, "PLOY_STATE_BUSY_TIMEOUT", 0.001, False)),
+        state_pool_timeout=float(_number(config, "PLOY_STATE_POOL_TIMEOUT", 0, False)),
         max_key_bytes=max_key,
         max_value_bytes=_number(config, "PLOY_MAX_VALUE_BYTES", 1, True),
     )

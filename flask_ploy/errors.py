@@ -33,7 +33,10 @@ class CacheUnavailable(PloyError):
 class StateUnavailable(PloyError):
     """The state database failed: it is down, unreachable, read-only or full.
 
-    Nothing was written by the operation that raised it.
+    Nothing was written by the operation that raised it, unless it is the
+    subclass :class:`StateInDoubt`. Also raised when an operation waited
+    ``PLOY_STATE_BUSY_TIMEOUT`` seconds for a lock, or
+    ``PLOY_STATE_POOL_TIMEOUT`` seconds for a pooled connection.
     """
 
 
@@ -42,4 +45,15 @@ class UnknownBinding(PloyError, AttributeError):
 
     A subclass of :class:`AttributeError`, so ``hasattr(g.env, "X")`` and
     ``getattr(g.env, "X", None)`` work as usual.
+    """
+
+
+class StateInDoubt(StateUnavailable):
+    """The connection broke after a write was sent: it may or may not have
+    been applied.
+
+    Raised instead of :class:`StateUnavailable` only by writes that are not
+    idempotent (``incr``, ``add``, ``delete``, ``update``...); ``set`` and
+    ``set_many`` run once more on a new connection instead. Read the value
+    before trying such a write again.
     """

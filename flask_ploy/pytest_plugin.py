@@ -56,18 +56,22 @@ def _ploy_of(app: Any) -> FlaskPloy | None:
     return extensions.get("ploy")
 
 
+#: Where :func:`ploy_isolation` keeps the test's temporary :class:`~flask_ploy.Env`.
+_ENV = pytest.StashKey["Env"]()
+
+
 @pytest.fixture(autouse=True)
-def ploy_isolation(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[None]:
+def ploy_isolation(request: pytest.FixtureRequest) -> Iterator[None]:
     """Give the ``app`` fixture's app empty bindings of its own for this test.
 
     Only for tests that use ``app`` and whose app has a FlaskPloy, and not
-    for tests marked ``ploy_real_backends``. Cache resources share one new
-    ``memory://`` store; State resources share one new SQLite file in a
-    temporary folder, also when the app was given ``db=`` (Flask-SQLAlchemy)
-    or ``cache_client=``. Every other ``PLOY_*`` setting (key prefix, size
-    limits, ``PLOY_CACHE_ON_ERROR``, table name) stays as configured.
+    for tests marked ``ploy_real_backends``. Wraps
+    :meth:`FlaskPloy.isolated <flask_ploy.FlaskPloy.isolated>`: cache
+    resources share one new ``memory://`` store; State resources share one
+    new SQLite file in a temporary folder, also when the app was given
+    ``db=`` (Flask-SQLAlchemy) or ``cache_client=``. Every other ``PLOY_*``
+    setting (key prefix, size limits, ``PLOY_CACHE_ON_ERROR``, table name)
+    stays as configured.
     """
     if (
         "app" not in request.fixturenames
@@ -81,27 +85,12 @@ def ploy_isolation(
     if ext is None:
         yield
         return
-    from flask_ploy import FlaskPloy
-
-    folder = tmp_path_factory.mktemp("ploy")
-    # A new FlaskPloy without db= and cache_client=, so both are replaced too.
-    new = FlaskPloy()._build(
-        app,
-        PLOY_CACHE_URL="memory://",
-        PLOY_CACHE_RESOURCES={},
-        PLOY_CACHE_OPTIONS={},
-        PLOY_STATE_URL=f"sqlite:///{folder / 'state.sqlite3'}",
-        PLOY_STATE_RESOURCES={},
-        PLOY_STATE_ENGINE_OPTIONS={},
-        PLOY_STATE_BIND=None,
-        PLOY_STATE_SQLITE_SYNCHRONOUS="OFF",
-    )
-    old = ext._swap(app, new)
-    try:
-        yield
-    finally:
-        ext._swap(app, old)
-        new.close()
+    with ext.isolated(app) as env:
+        request.node.stash[_ENV] = env
+        try:
+            yield
+        finally:
+            del request.node.stash[_ENV]
 
 
 @pytest.fixture
@@ -118,7 +107,7 @@ def ploy(app: Any, ploy_isolation: None) -> FlaskPloy:
 
 
 @pytest.fixture
-def ploy_env(app: Any, ploy: FlaskPloy) -> Iterator[Env]:
+def ploy_env(request: pytest.FixtureRequest, app: Any, ploy: FlaskPloy) -> Iterator[Env]:
     """The bindings of the ``app`` fixture's app for this test: ``ploy_env.STATE``.
 
     If an app context of the app is active (pytest-flask pushes one for the
@@ -127,16 +116,21 @@ def ploy_env(app: Any, ploy: FlaskPloy) -> Iterator[Env]:
     pushed, so each test-client request still gets a context (and a ``g``)
     of its own. Writes commit at once and are seen by the app.
     """
-    from flask.globals import _cv_app
+    from flask import current_app, g, has_app_context
 
     from flask_ploy import Env
 
-    ctx = _cv_app.get(None)
-    if ctx is not None and ctx.app is app and isinstance(ctx.g.__dict__.get("env"), Env):
-        yield ctx.g.env
+    if has_app_context() and current_app._get_current_object() is app:  # type: ignore[attr-defined]
+        env = g.get("env")
+        if isinstance(env, Env):
+            yield env
+            return
+    isolated = request.node.stash.get(_ENV, None)
+    if isolated is not None:
+        yield isolated
         return
-    env = Env(ploy._get_state(app))
+    env = Env(ploy.app_bindings(app))
     try:
         yield env
     finally:
-        env._release()
+        env.release()

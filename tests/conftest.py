@@ -134,7 +134,7 @@ def make_app(tmp_path: Any) -> Iterator[AppFactory]:
 
     yield factory
     for app, ext in made:
-        ext._get_state(app).close()
+        ext.app_bindings(app).close()
 
 
 def clear_bindings(app: Flask) -> None:

@@ -57,6 +57,7 @@ def main(argv: list[str]) -> int:
                     n = state.incr("counter")
                     line = f"incr {n}"
                 elif step == 1:
+                    state.add(f"doc:w{writer}", "{}")
                     doc = state.update(f"doc:w{writer}", {"$inc": {"n": 1}, "$set": {"last": i}})
                     line = f"update {doc}"
                 elif step == 2:

@@ -80,8 +80,7 @@ def _child(app: Flask, queue: Any) -> None:
         with app.app_context():
             g.env.CACHE.set("child", "ok")
             g.env.STATE.set("child", "ok")
-            lease = next(iter(g._ploy_env._leases.values()))
-            backend_id = _backend_id(lease)
+            backend_id = _backend_id(g.env.STATE.connection())
             queue.put(
                 (
                     "ok",
@@ -95,12 +94,13 @@ def _child(app: Flask, queue: Any) -> None:
         queue.put(("error", repr(exc), None, None, None))
 
 
-def _backend_id(lease: Any) -> Any:
+def _backend_id(conn: Any) -> Any:
+    cur = conn.cursor()
     try:
-        lease.cur.execute("SELECT pg_backend_pid()")
+        cur.execute("SELECT pg_backend_pid()")
     except Exception:
         return None
-    return lease.cur.fetchone()[0]
+    return cur.fetchone()[0]
 
 
 @pytest.mark.parametrize("state_kind", ["sqlite", "postgresql"])
@@ -122,7 +122,7 @@ def test_fork_safety(make_app: Any, tmp_path: Any, state_kind: str) -> None:
         g.env.CACHE.set("parent", "ok")
         g.env.STATE.set("parent", "ok")
         parent_redis_id = g.env.CACHE.backend.client.client_id()
-        parent_pg = _backend_id(next(iter(g._ploy_env._leases.values())))
+        parent_pg = _backend_id(g.env.STATE.connection())
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     children = [ctx.Process(target=_child, args=(app, queue)) for _ in range(3)]

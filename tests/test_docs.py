@@ -345,7 +345,7 @@ def docs_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[s
     (tmp_path / "ploy.yaml").write_text(PLOY_YAML)
     monkeypatch.chdir(tmp_path)
     schemes = dict(flask_ploy.cache.SCHEMES)
-    engines = set(flask_ploy.state._engines)
+    engines = flask_ploy.state.engine.tracked()
 
     # Remember every app the page's blocks give a FlaskPloy, to close its pools.
     made: list[tuple[FlaskPloy, Flask]] = []
@@ -372,8 +372,8 @@ def docs_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[s
             yield ns
     finally:
         for ext, made_app in made:
-            ext._get_state(made_app).close()
-        for engine in set(flask_ploy.state._engines) - engines:
+            ext.app_bindings(made_app).close()
+        for engine in flask_ploy.state.engine.tracked() - engines:
             engine.dispose()  # Flask-SQLAlchemy's, used through db=
         flask_ploy.cache.SCHEMES.clear()
         flask_ploy.cache.SCHEMES.update(schemes)

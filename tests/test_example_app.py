@@ -62,7 +62,7 @@ def _close(app: Flask) -> None:
         for name in ("CACHE", "SESSION_CACHE"):
             with contextlib.suppress(Exception):  # an unreachable cache on purpose
                 getattr(g.env, name).clear()
-    example_app.ploy._get_state(app).close()
+    example_app.ploy.app_bindings(app).close()
 
 
 @pytest.fixture
@@ -472,9 +472,9 @@ def test_environment_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
         other = create_app({"PLOY_CACHE_URL": "memory://", "SECRET_KEY": "given"})
         assert other.config["SECRET_KEY"] == "given"
         assert list(example_app.ploy.cache_stats(other)) == ["memory://"]
-        example_app.ploy._get_state(other).close()
+        example_app.ploy.app_bindings(other).close()
     finally:
-        example_app.ploy._get_state(app).close()
+        example_app.ploy.app_bindings(app).close()
 
 
 def test_defaults_and_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -496,7 +496,7 @@ def test_defaults_and_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
             "USER_STATE",
         ]
     finally:
-        example_app.ploy._get_state(app).close()
+        example_app.ploy.app_bindings(app).close()
 
 
 # -- under gunicorn, two workers ---------------------------------------------------------

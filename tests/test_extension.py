@@ -169,11 +169,9 @@ def test_connection_returned_when_the_view_raises(make_app: Any, tmp_path: Path)
 def test_teardown_rolls_back_an_open_transaction(make_app: Any, tmp_path: Path) -> None:
     app = make_app(PLOY_STATE_URL=f"sqlite:///{tmp_path}/t.db", PLOY_STATE_BUSY_TIMEOUT=0.5)
     with app.app_context():
-        g.env.STATE.get("k")
-        lease = g._ploy_env._leases[app.extensions["ploy"].state_store("STATE", app)]
-        lease.cur.execute("BEGIN IMMEDIATE")  # a write lock left open
-        lease.cur.execute("INSERT INTO ploy_state VALUES ('default', 'ghost', 'x')")
-        lease.in_tx = True
+        cur = g.env.STATE.connection().cursor()
+        cur.execute("BEGIN IMMEDIATE")  # a write lock left open
+        cur.execute("INSERT INTO ploy_state VALUES ('default', 'ghost', 'x')")
     with app.app_context():
         g.env.STATE.set("other", "ok")  # would wait for the lock and fail if it were held
         assert g.env.STATE.get("ghost") is None

@@ -536,14 +536,15 @@ def test_sqlite_disk_full_on_a_tiny_tmpfs(make_app: Any, request: pytest.Fixture
             assert "database or disk is full" in str(exc)
             _check_after_full(app, written)
         finally:
-            app.extensions["ploy"]._get_state(app).close()
+            app.extensions["ploy"].app_bindings(app).close()
 
 
 def _seeded(make_app: Any, path: str) -> None:
     app = _sqlite_app(make_app, f"sqlite:///{path}")
     with app.app_context():
         g.env.STATE.set("k", "before")
-    app.extensions["ploy"]._get_state(app).close()
+        g.env.STATE.set("doc", "{}")
+    app.extensions["ploy"].app_bindings(app).close()
 
 
 def _assert_read_only(app: Flask) -> StateUnavailable:
@@ -562,7 +563,7 @@ def _assert_read_only(app: Flask) -> StateUnavailable:
                 op()
             errors.append(info.value)
         assert s.get("k") == "before"
-        assert s.list().keys == ["k"]
+        assert s.list().keys == ["doc", "k"]
     return errors[0]
 
 
@@ -603,7 +604,7 @@ def test_sqlite_read_only_file_system(make_app: Any, request: pytest.FixtureRequ
                 f" writes raise StateUnavailable: {info.value}",
             )
         finally:
-            app.extensions["ploy"]._get_state(app).close()
+            app.extensions["ploy"].app_bindings(app).close()
 
 
 # -- gunicorn --preload, 4 workers: no connection crosses a fork ------------------------------
@@ -619,7 +620,7 @@ app = create_app()
 # that warms up at import would: the pools now hold connections.
 with app.app_context():
     ploy = app.extensions["ploy"]
-    ploy._get_state(app).cache_backends[os.environ["PLOY_CACHE_URL"]].ping()
+    ploy.app_bindings(app).caches["CACHE"].backend.ping()
     g.env.STATE.get("warmup")
 """
 

@@ -61,7 +61,7 @@ class World:
 
     @property
     def memory(self) -> MemoryBackend:
-        backend = self.app.extensions["ploy"]._get_state(self.app).caches["CACHE"].backend
+        backend = self.app.extensions["ploy"].app_bindings(self.app).caches["CACHE"].backend
         assert isinstance(backend, MemoryBackend)
         return backend
 
@@ -810,6 +810,7 @@ def test_no_state_key_reaches_another_resource(
                 assert users.delete(key) is False and users.delete_many([key, probe]) == 0
                 assert users.add(key, "theirs") is True
                 assert users.incr(probe + "#n") == 1
+                users.set(probe + "#doc", "{}")
                 assert users.update(probe + "#doc", {"$set": {"a": 1}}) == '{"a":1}'
                 users.clear()
                 assert mine.get(key) == "secret"

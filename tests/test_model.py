@@ -629,6 +629,9 @@ class StateModel(RuleBasedStateMachine):
             assert self.state.get(key) == old
             return
         got = self.state.update(key, ops)
+        if old is None:  # as on Ploy: a missing key stays missing
+            assert got is None and self.state.get(key) is None
+            return
         assert json.loads(got) == want, f"update({key!r}, {ops}) on {old!r:.60}"
         assert all(math.isfinite(x) for x in _numbers(want))
         self.data[key] = got

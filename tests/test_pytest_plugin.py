@@ -41,7 +41,7 @@ def app():
         return {}
 
     yield app
-    ploy._get_state(app).close()
+    ploy.app_bindings(app).close()
 """
 
 TEST_PLUGIN = """

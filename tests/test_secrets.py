@@ -116,7 +116,7 @@ def test_the_right_redis_password_works_and_stays_hidden(
         g.env.CACHE.set("k", "v")
         assert g.env.CACHE.get("k") == "v"
         c = g.env.CACHE
-        state = ploy._get_state(app)
+        state = ploy.app_bindings(app)
         assert_clean(
             repr(c),
             repr(c.backend),
@@ -188,7 +188,7 @@ def test_postgres_with_a_password_works_and_stays_hidden(
             repr(store),
             repr(store.engine),
             repr(g.env),
-            repr(app.extensions["ploy"]._get_state(app)),
+            repr(app.extensions["ploy"].app_bindings(app)),
             _everything_logged(caplog),
         )
         g.env.STATE.clear()
@@ -299,7 +299,7 @@ def test_example_app_page_and_errors_hide_passwords(
             g.env.STATE.clear()
             g.env.USER_STATE.clear()
         for a in (app, down):
-            ploy._get_state(a).close()
+            ploy.app_bindings(a).close()
 
 
 def test_ploy_errors_all_mask(make_app: AppFactory) -> None:

@@ -30,6 +30,7 @@ def _worker(state_url: str, table: str, root: str, barrier: Any, errors: Any) ->
     def run() -> None:
         try:
             with app.app_context():
+                g.env.STATE.add("doc", "{}")
                 for _ in range(INCREMENTS):
                     g.env.STATE.incr("counter")
                     g.env.STATE.update("doc", {"$inc": {"n": 1}})

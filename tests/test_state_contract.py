@@ -59,7 +59,7 @@ def test_state_survives_a_new_app(make_app: Any, state_url: str, state_table: st
     first = make_app(PLOY_STATE_URL=state_url, PLOY_STATE_TABLE=state_table)
     with first.app_context():
         g.env.STATE.set("durable", "yes")
-    first.extensions["ploy"]._get_state(first).close()
+    first.extensions["ploy"].app_bindings(first).close()
     second = make_app(PLOY_STATE_URL=state_url, PLOY_STATE_TABLE=state_table)
     with second.app_context():
         assert g.env.STATE.get("durable") == "yes"
@@ -231,8 +231,17 @@ def test_list_bad_arguments(
         state_env.STATE.list(**kwargs)
 
 
+def test_update_of_a_missing_key_writes_nothing(state_env: Any) -> None:
+    # As on Ploy: update is an UPDATE of an existing row.
+    s = state_env.STATE
+    assert s.update("doc", {"$set": {"a": 1}}) is None
+    assert s.get("doc") is None
+    assert s.list().keys == []
+
+
 def test_update_operators(state_env: Any) -> None:
     s = state_env.STATE
+    s.set("doc", "{}")
     out = s.update("doc", {"$set": {"name": "Alice", "prefs.theme": "dark"}, "$inc": {"visits": 1}})
     assert json.loads(out) == {"name": "Alice", "prefs": {"theme": "dark"}, "visits": 1}
     assert s.get("doc") == out
@@ -282,6 +291,8 @@ def test_update_refuses_and_changes_nothing(
 
 
 def test_update_is_atomic_across_threads(state_app: Any, state_env: Any) -> None:
+    state_env.STATE.set("doc", "{}")
+
     def worker(i: int) -> None:
         with state_app.app_context():
             for _ in range(20):
@@ -352,10 +363,11 @@ def test_value_size_limit(make_app: Any, state_url: str, state_table: str) -> No
         s.set("k", "x" * 64)
         with pytest.raises(ValueError, match="65 bytes.*PLOY_MAX_VALUE_BYTES"):
             s.set("k", "x" * 65)
+        s.set("k2", "{}")
         with pytest.raises(ValueError, match="PLOY_MAX_VALUE_BYTES"):
             s.update("k2", {"$set": {"a": "x" * 80}})
         assert s.get("k") == "x" * 64
-        assert s.get("k2") is None
+        assert s.get("k2") == "{}"
 
 
 def test_load_and_items(state_env: Any) -> None:
@@ -379,9 +391,25 @@ def test_items_pages_through_everything(state_env: Any) -> None:
     ]
 
 
-def test_load_of_a_one_shot_iterator_is_never_half_retried(state_env: Any) -> None:
+def _conflict(state_url: str) -> Exception:
+    """The error each driver raises when the database asks for a retry (a deadlock)."""
+    if state_url.startswith("sqlite"):
+        import sqlite3
+
+        return sqlite3.OperationalError("database is locked")
+    if state_url.startswith("postgresql"):
+        import psycopg
+
+        return psycopg.errors.DeadlockDetected("deadlock detected")
+    import pymysql
+
+    return pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock")
+
+
+def test_load_of_a_one_shot_iterator_is_never_half_retried(
+    state_env: Any, state_url: str
+) -> None:
     from flask_ploy import StateUnavailable
-    from flask_ploy.state import _Retry
 
     s = state_env.STATE
     s.set("keep", "me")
@@ -389,7 +417,7 @@ def test_load_of_a_one_shot_iterator_is_never_half_retried(state_env: Any) -> No
     def pairs() -> Any:
         yield "a", "1"
         yield "b", "2"
-        raise _Retry  # what _run does when the database reports a deadlock mid-body
+        raise _conflict(state_url)  # as if the database reported a deadlock mid-load
 
     with pytest.raises(StateUnavailable, match="lock conflict.*nothing was written"):
         s.load(pairs(), replace=True)

@@ -1,0 +1,70 @@
+"""``g.env``: the bindings of one app context, :class:`Env`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .errors import UnknownBinding
+from .state import Connections, State
+
+if TYPE_CHECKING:
+    from .app_bindings import AppBindings
+
+
+class Env:
+    """The bindings of one app context: ``g.env``.
+
+    ``g.env.CACHE`` is a :class:`~flask_ploy.Cache` shared by the app;
+    ``g.env.STATE`` is a :class:`~flask_ploy.State` made on first access in
+    this context, whose connections go back to the pool when the context
+    ends (:meth:`release`). An unknown name raises
+    :class:`~flask_ploy.UnknownBinding` listing the valid ones.
+    """
+
+    def __init__(self, bindings: AppBindings) -> None:
+        d = self.__dict__
+        d.update(bindings.caches)
+        d["_ploy"] = bindings
+        d["_connections"] = None
+
+    def __getattr__(self, name: str) -> Any:
+        spec = self._ploy.states.get(name)
+        if spec is None:
+            if name.startswith("__"):
+                raise AttributeError(name)
+            names = ", ".join(b.name for b in self._ploy.bindings.bindings) or "(none)"
+            raise UnknownBinding(
+                f"g.env has no binding {name!r}; the bindings in"
+                f" {self._ploy.bindings.source} are: {names}"
+            )
+        connections = self._connections
+        if connections is None:
+            connections = self.__dict__["_connections"] = Connections()
+        binding = State(name, spec[1], spec[0], connections)
+        self.__dict__[name] = binding
+        return binding
+
+    def __dir__(self) -> list[str]:
+        return [b.name for b in self._ploy.bindings.bindings]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.__dir__())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._ploy.caches or name in self._ploy.states
+
+    def __repr__(self) -> str:
+        return f"<Env {' '.join(self.__dir__())}>"
+
+    def release(self) -> None:
+        """Return the State connections this context borrowed to their pools.
+
+        Flask-ploy calls it in ``teardown_appcontext``; call it yourself on
+        an :class:`Env` you made. The State bindings of this Env cannot be
+        used afterwards.
+        """
+        connections = self._connections
+        if connections is None:  # nothing borrowed; refuse to borrow from now on
+            connections = self.__dict__["_connections"] = Connections()
+        connections.release()

@@ -1,0 +1,516 @@
+"""The State binding: ``g.env.STATE``.
+
+A :class:`State` checks arguments, encodes keys and values for its store's
+:class:`~flask_ploy.state.dialects.Dialect`, and runs each operation on the
+calling thread's connection through
+:meth:`~flask_ploy.state.connections.Lease.run`. ``get`` and ``set`` run
+their one statement directly on a cached cursor when called from the thread
+that first used the binding, and hand any failure to
+:meth:`~flask_ploy.state.connections.Lease.recover`.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from threading import get_ident
+from typing import Any, TypeVar
+
+from .. import _update
+from .._validate import (
+    check_amount,
+    check_key,
+    check_keys,
+    check_mapping,
+    check_value,
+    is_counter,
+    not_integer,
+)
+from ..errors import StateUnavailable
+from .connections import BadValue, Connections
+from .store import StateStore
+
+T = TypeVar("T")
+
+#: Rows per statement for bulk reads and deletes.
+CHUNK = 500
+#: The most keys one ``list`` call returns.
+LIST_MAX = 1000
+
+
+@dataclass(frozen=True)
+class ListResult:
+    """One page of :meth:`State.list`.
+
+    :ivar keys: The keys of this page, in ascending (bytewise) order.
+    :ivar cursor: Pass it back as ``cursor=`` for the next page; ``None``
+        when this is the last page.
+    """
+
+    keys: list[str]
+    cursor: str | None
+
+    @property
+    def list_complete(self) -> bool:
+        """``True`` when there are no more pages."""
+        return self.cursor is None
+
+
+class State:
+    """The State binding: ``g.env.STATE``. Durable strings, no expiry.
+
+    Keys are non-empty ``str`` of at most ``PLOY_MAX_KEY_BYTES`` (512)
+    bytes in UTF-8; values are ``str`` of at most ``PLOY_MAX_VALUE_BYTES``.
+    Every write is committed when the method returns. Bad arguments raise
+    :class:`TypeError` or :class:`ValueError` and write nothing. A database
+    failure raises :class:`~flask_ploy.StateUnavailable` and writes nothing,
+    except :class:`~flask_ploy.StateInDoubt`: the connection broke after a
+    write was sent, so it may have been applied. An operation waits at most
+    ``PLOY_STATE_BUSY_TIMEOUT`` seconds for locks.
+
+    One object exists per binding and app context. Each thread that uses it
+    borrows a connection of its own on its first operation; all go back to
+    the pool when the context ends.
+    """
+
+    __slots__ = (
+        "_binary",
+        "_conns",
+        "_cur",
+        "_max_key",
+        "_max_value",
+        "_short_key",
+        "_sql_get",
+        "_sql_set",
+        "_store",
+        "_thread",
+        "name",
+        "resource",
+    )
+
+    def __init__(
+        self, name: str, resource: str, store: StateStore, connections: Connections
+    ) -> None:
+        #: The binding name from ``ploy.yaml`` (``STATE``).
+        self.name = name
+        #: The resource name from ``ploy.yaml`` (``default``).
+        self.resource = resource
+        self._store = store
+        self._conns = connections
+        settings = store.settings
+        self._max_key = settings.max_key_bytes
+        self._short_key = settings.max_key_bytes // 4  # up to this many chars, always fits
+        self._max_value = settings.max_value_bytes
+        # The fast path of get/set: the cursor of the thread that first used
+        # the binding (_thread), and the dialect's two statements.
+        self._thread = 0
+        self._cur: Any = None
+        self._binary = True
+        self._sql_get = self._sql_set = ""
+
+    def __repr__(self) -> str:
+        return (
+            f"<State {self.name} resource={self.resource!r} database={self._store.display_url!r}>"
+        )
+
+    # -- running operations --------------------------------------------------
+
+    def _run(
+        self,
+        op: str,
+        body: Callable[[Any], T],
+        *,
+        write: bool = True,
+        tx: bool = False,
+        idempotent: bool = False,
+    ) -> T:
+        """Run ``body(cursor)`` on this thread's connection (see
+        :meth:`~flask_ploy.state.connections.Lease.run`)."""
+        lease = self._conns.lease(self._store)
+        try:
+            return lease.run(f"{self.name}.{op}", body, write=write, tx=tx, idempotent=idempotent)
+        finally:
+            self._remember(lease.thread, lease.cur)
+
+    def _recover(self, exc: BaseException, op: str, body: Callable[[Any], T], write: bool) -> T:
+        """The fast path's statement failed with *exc*."""
+        lease = self._conns.lease(self._store)
+        try:
+            if self._cur is not lease.cur:
+                # The cursor was closed under us: another binding of this
+                # context dropped the connection, or the context ended.
+                return lease.run(f"{self.name}.{op}", body, write=write, idempotent=True)
+            return lease.recover(exc, f"{self.name}.{op}", body, write=write, idempotent=True)
+        finally:
+            self._remember(lease.thread, lease.cur)
+
+    def _remember(self, thread: int, cur: Any) -> None:
+        """Cache *cur* for the fast path, if *thread* is (or may become) its thread."""
+        if self._thread == thread or (self._thread == 0 and cur is not None):
+            if cur is None:
+                self._thread = 0
+            else:
+                dialect = self._store.dialect
+                self._binary = dialect.binary
+                self._sql_get, self._sql_set = dialect.get, dialect.set
+                self._thread = thread
+            self._cur = cur
+
+    def connection(self) -> Any:
+        """The DBAPI connection this thread uses for this binding, borrowed if needed.
+
+        For diagnostics and tests (``SELECT pg_backend_pid()``, say). It is in
+        autocommit mode and shared by the bindings of this context on the same
+        database; a transaction left open on it is rolled back when the
+        context ends.
+
+        :raises StateUnavailable: No connection could be had.
+        """
+        lease = self._conns.lease(self._store)
+        lease.cursor()
+        self._remember(lease.thread, lease.cur)
+        return lease.conn
+
+    def _key(self, key: str) -> Any:
+        """*key* (or a value) as the driver takes it; in operation bodies."""
+        return self._store.dialect.encode(key)
+
+    def _str(self, raw: Any) -> str:
+        """A key or value as the driver returns it, as ``str``; in operation bodies."""
+        return self._store.dialect.decode(raw)
+
+    # -- the seed API ---------------------------------------------------------
+
+    def get(self, key: str) -> str | None:
+        """Return the value of *key*, or ``None`` if it is not set."""
+        if type(key) is not str or not key or len(key) > self._short_key:
+            check_key(key, self._max_key)
+        if self._thread != get_ident():
+            return self._run("get", lambda cur: self._get(cur, key), write=False)
+        cur = self._cur
+        try:
+            if self._binary:
+                cur.execute(self._sql_get, (self.resource, key.encode()))
+                row = cur.fetchone()
+                return None if row is None else self._str(row[0])
+            cur.execute(self._sql_get, (self.resource, key))
+            row = cur.fetchone()
+        except BaseException as exc:
+            return self._recover(exc, "get", lambda cur: self._get(cur, key), write=False)
+        return None if row is None else row[0]
+
+    def set(self, key: str, value: str) -> None:
+        """Store *value* under *key*, replacing any value. Committed on return."""
+        if type(key) is not str or not key or len(key) > self._short_key:
+            check_key(key, self._max_key)
+        if type(value) is not str or len(value) * 4 > self._max_value:
+            check_value(value, self._max_value)
+        if self._thread != get_ident():
+            return self._run("set", lambda cur: self._set(cur, key, value), idempotent=True)
+        cur = self._cur
+        try:
+            if self._binary:
+                cur.execute(self._sql_set, (self.resource, key.encode(), value.encode()))
+            else:
+                cur.execute(self._sql_set, (self.resource, key, value))
+        except BaseException as exc:
+            self._recover(exc, "set", lambda cur: self._set(cur, key, value), write=True)
+
+    def delete(self, key: str) -> bool:
+        """Remove *key*; return ``True`` if a value was removed."""
+        check_key(key, self._max_key)
+        return self._run("delete", lambda cur: self._delete(cur, key))
+
+    def _get(self, cur: Any, key: str) -> str | None:
+        cur.execute(self._store.dialect.get, (self.resource, self._key(key)))
+        row = cur.fetchone()
+        return None if row is None else self._str(row[0])
+
+    def _set(self, cur: Any, key: str, value: str) -> None:
+        cur.execute(self._store.dialect.set, (self.resource, self._key(key), self._key(value)))
+
+    def _delete(self, cur: Any, key: str) -> bool:
+        cur.execute(self._store.dialect.delete, (self.resource, self._key(key)))
+        return bool(cur.rowcount > 0)
+
+    # -- atomic operations -------------------------------------------------------
+
+    def incr(self, key: str, amount: int = 1) -> int:
+        """Add *amount* to the integer at *key* in the database; return the result.
+
+        Atomic: concurrent calls from any number of processes never lose an
+        update. A missing key counts from 0; the value is stored as its
+        decimal string. Not idempotent: after :class:`~flask_ploy.StateInDoubt`,
+        read the value before trying again.
+
+        :raises ValueError: The value is not a decimal integer, or the result
+            leaves the 64-bit range. Nothing changes.
+        """
+        check_key(key, self._max_key)
+        amount = check_amount(amount)
+
+        def body(cur: Any) -> Any:
+            dialect = self._store.dialect
+            return dialect.run_incr(cur, self.resource, self._key(key), amount)
+
+        try:
+            raw = self._run("incr", body, tx=self._store.dialect_class.incr_needs_tx)
+        except BadValue:
+            raise not_integer(key, self.get(key), amount) from None
+        result = None if raw is None else self._str(raw)
+        if not is_counter(result):
+            raise not_integer(key, self.get(key), amount)
+        return int(result)  # type: ignore[arg-type]
+
+    def add(self, key: str, value: str) -> bool:
+        """Store *value* only if *key* is absent; return whether it was stored."""
+        check_key(key, self._max_key)
+        check_value(value, self._max_value)
+
+        def body(cur: Any) -> bool:
+            params = (self.resource, self._key(key), self._key(value))
+            return self._store.dialect.insert_if_absent(cur, params)
+
+        return self._run("add", body)
+
+    def update(self, key: str, ops: Mapping[str, Mapping[str, Any]]) -> str | None:
+        """Apply Ploy's update operators to the JSON object at *key*, atomically.
+
+        *ops* maps operators to ``{path: operand}``: ``$set``, ``$unset``,
+        ``$inc`` (a number), ``$push`` (append to an array, created if
+        missing) and ``$pop`` (``1`` removes the last element, ``-1`` the
+        first), applied in that order. As on Ploy, a missing key is left
+        missing. Returns the new value (compact JSON), or ``None`` when
+        *key* was missing.
+
+        :raises TypeError: *ops* is malformed.
+        :raises ValueError: An unknown operator, a bad path, or a value that
+            is not a JSON object (or does not fit the operators). Nothing
+            changes.
+        """
+        check_key(key, self._max_key)
+        steps = _update.check_ops(ops)
+
+        def body(cur: Any) -> str | None:
+            dialect = self._store.dialect
+            k = self._key(key)
+            cur.execute(dialect.get_for_update, (self.resource, k))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            doc = _update.apply_ops(_update.decode_object(self._str(row[0]), key), steps)
+            new = _update.encode_object(doc)
+            check_value(new, self._max_value)
+            cur.execute(dialect.replace_value, (self._key(new), self.resource, k))
+            return new
+
+        return self._run("update", body, tx=True)
+
+    # -- bulk operations ---------------------------------------------------------
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:
+        """Return ``{key: value or None}`` for *keys*, read in one transaction."""
+        keys = check_keys(keys, self._max_key)
+        if not keys:
+            return {}
+        unique = list(dict.fromkeys(keys))
+
+        def body(cur: Any) -> dict[str, str | None]:
+            found: dict[str, str | None] = {}
+            for i in range(0, len(unique), CHUNK):
+                chunk = unique[i : i + CHUNK]
+                sql = self._store.dialect.select_many(len(chunk))
+                cur.execute(sql, (self.resource, *(self._key(k) for k in chunk)))
+                for k, v in cur.fetchall():
+                    found[self._str(k)] = self._str(v)
+            return found
+
+        found = self._run("get_many", body, write=False, tx=len(unique) > CHUNK)
+        return {k: found.get(k) for k in keys}
+
+    def set_many(self, mapping: Mapping[str, str]) -> None:
+        """Store every pair of *mapping* in one transaction: all or nothing."""
+        items = check_mapping(mapping, self._max_key, self._max_value)
+        if not items:
+            return
+
+        def body(cur: Any) -> None:
+            rows = [(self.resource, self._key(k), self._key(v)) for k, v in items]
+            cur.executemany(self._store.dialect.set, rows)
+
+        self._run("set_many", body, tx=True, idempotent=True)
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove *keys* in one transaction; return how many were present."""
+        keys = check_keys(keys, self._max_key)
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return 0
+
+        def body(cur: Any) -> int:
+            n = 0
+            for i in range(0, len(unique), CHUNK):
+                chunk = unique[i : i + CHUNK]
+                sql = self._store.dialect.delete_many(len(chunk))
+                cur.execute(sql, (self.resource, *(self._key(k) for k in chunk)))
+                n += cur.rowcount
+            return n
+
+        return self._run("delete_many", body, tx=True)
+
+    # -- listing -------------------------------------------------------------------
+
+    def list(
+        self, prefix: str = "", *, limit: int = LIST_MAX, cursor: str | None = None
+    ) -> ListResult:
+        """List keys starting with *prefix*, in ascending bytewise order.
+
+        ``%`` and ``_`` in *prefix* match themselves. Pass the returned
+        ``cursor`` back to get the next page; each key is seen exactly once.
+
+        :param limit: Keys per page, 1 to 1000.
+        :param cursor: The ``cursor`` of the previous page, or ``None``.
+        """
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
+        if type(limit) is not int or isinstance(limit, bool):
+            raise TypeError(f"limit must be int, not {type(limit).__name__}")
+        if not 1 <= limit <= LIST_MAX:
+            raise ValueError(f"limit must be between 1 and {LIST_MAX}, got {limit}")
+        if cursor is not None and not isinstance(cursor, str):
+            raise TypeError(f"cursor must be str or None, not {type(cursor).__name__}")
+        rows = self._scan(prefix, cursor or None, limit + 1, values=False)
+        keys = [k for k, _ in rows[:limit]]
+        return ListResult(keys, keys[-1] if len(rows) > limit else None)
+
+    def _scan(
+        self, prefix: str, after: str | None, limit: int, *, values: bool
+    ) -> builtins.list[tuple[str, str | None]]:
+        """Up to *limit* ``(key, value)`` rows with *prefix*, after *after*."""
+        exclusive = after is not None and after >= prefix
+        lower = after if exclusive else prefix
+
+        def body(cur: Any) -> builtins.list[tuple[str, str | None]]:
+            binary = self._store.dialect.binary
+            upper = _prefix_end(prefix, binary)
+            sql = self._store.dialect.scan(
+                after=exclusive, upper=upper is not None, values=values, limit=limit
+            )
+            params: tuple[Any, ...] = (self.resource, self._key(lower))  # type: ignore[arg-type]
+            cur.execute(sql, params if upper is None else (*params, upper))
+            rows = cur.fetchall()
+            if not binary:  # SQLite returns str already: no per-row work
+                return rows if values else [(k, None) for (k,) in rows]
+            if values:
+                return [(bytes(k).decode(), bytes(v).decode()) for k, v in rows]
+            return [(bytes(k).decode(), None) for (k,) in rows]
+
+        return self._run("list", body, write=False)
+
+    def items(self, prefix: str = "", *, page_size: int = LIST_MAX) -> Iterator[tuple[str, str]]:
+        """Yield every ``(key, value)`` with *prefix* in key order, a page at a time.
+
+        Memory stays flat however many keys there are. Pages are read one
+        after another, not in one snapshot: a key written meanwhile may or
+        may not appear.
+        """
+        after: str | None = None
+        while True:
+            rows = self._scan(prefix, after, page_size, values=True)
+            yield from rows  # type: ignore[misc]
+            if len(rows) < page_size:
+                return
+            after = rows[-1][0]
+
+    def count(self) -> int:
+        """The number of keys in this binding's resource."""
+
+        def body(cur: Any) -> int:
+            cur.execute(self._store.dialect.count, (self.resource,))
+            return int(cur.fetchone()[0])
+
+        return self._run("count", body, write=False)
+
+    def load(
+        self, pairs: Iterable[tuple[str, str]], *, replace: bool = False, batch: int = 1000
+    ) -> int:
+        """Write *pairs* in one transaction; return how many.
+
+        With *replace*, the resource is emptied first, in the same
+        transaction. Any bad key or value (raised by the iterable or by the
+        checks) rolls everything back. A list is retried if the database
+        reports a lock conflict; a one-shot iterator (a generator, a file
+        reader) raises :class:`~flask_ploy.StateUnavailable` instead.
+        """
+        one_shot = isinstance(pairs, Iterator)  # a generator, say: cannot be read twice
+        runs = 0
+
+        def body(cur: Any) -> int:
+            nonlocal runs
+            runs += 1
+            if runs > 1 and one_shot:
+                # The database asked for a retry after part of the input was
+                # consumed; it was rolled back, and cannot be read again here.
+                raise StateUnavailable(
+                    f"state database {self._store.display_url}: {self.name}.load hit a lock"
+                    " conflict and was rolled back; nothing was written. Run it again."
+                )
+            dialect = self._store.dialect
+            if replace:
+                cur.execute(dialect.clear, (self.resource,))
+            n = 0
+            rows: builtins.list[tuple[Any, ...]] = []
+            for key, value in pairs:
+                check_key(key, self._max_key)
+                check_value(value, self._max_value)
+                rows.append((self.resource, self._key(key), self._key(value)))
+                if len(rows) >= batch:
+                    cur.executemany(dialect.set, rows)
+                    n += len(rows)
+                    rows = []
+            if rows:
+                cur.executemany(dialect.set, rows)
+                n += len(rows)
+            return n
+
+        return self._run("load", body, tx=True, idempotent=not replace and not one_shot)
+
+    def clear(self) -> int:
+        """Delete every key of this binding's resource; return how many."""
+
+        def body(cur: Any) -> int:
+            cur.execute(self._store.dialect.clear, (self.resource,))
+            return int(cur.rowcount)
+
+        return self._run("clear", body, tx=True)
+
+
+def _prefix_end(prefix: str, binary: bool) -> Any:
+    """The smallest key greater than every key starting with *prefix*.
+
+    ``None`` when there is none (empty prefix). Strings compare by code
+    point, which is UTF-8 byte order, so SQLite's ``TEXT`` and the other
+    databases' bytes agree.
+    """
+    if not prefix:
+        return None
+    if binary:
+        raw = bytearray(prefix.encode())
+        while raw and raw[-1] == 0xFF:
+            raw.pop()
+        if not raw:
+            return None
+        raw[-1] += 1
+        return bytes(raw)
+    chars = list(prefix)
+    while chars:
+        last = ord(chars[-1]) + 1
+        if last > 0x10FFFF:
+            chars.pop()
+            continue
+        if 0xD800 <= last <= 0xDFFF:
+            last = 0xE000
+        chars[-1] = chr(last)
+        return "".join(chars)
+    return None

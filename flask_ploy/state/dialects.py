@@ -1,0 +1,388 @@
+"""The SQL of every database State runs on, and what its errors mean.
+
+Each :class:`Dialect` writes its statements once per store, in the driver's
+paramstyle, and answers the per-connection questions: how to set a
+connection up, how long the database itself waits for a lock, and what a
+driver exception means (:meth:`Dialect.classify`). Nothing outside this
+module holds SQL text or asks which database it is talking to.
+
+To add a database: subclass :class:`Dialect`, fill in the statements that
+differ (``upsert``, ``insert_if_absent``, ``incr``), the connection methods
+and :meth:`~Dialect.classify`, and register the class in :data:`DIALECTS`
+under SQLAlchemy's dialect name. The shared contract suite
+(``tests/test_state_contract.py``) then tells what is missing.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+
+class Problem(enum.Enum):
+    """What a driver exception means to a State operation."""
+
+    #: A lock wait timed out, a deadlock, a serialization failure, a busy
+    #: database: running the operation again may succeed.
+    RETRY = "retry"
+    #: The connection is broken: throw it away.
+    DISCONNECT = "disconnect"
+    #: ``incr`` met a value that is not an integer, or would overflow.
+    VALUE = "value"
+    #: Anything else: the database failed.
+    OTHER = "other"
+
+
+class Dialect:
+    """The SQL of one database for one state table, prepared once.
+
+    Statements use ``?`` placeholders, translated to the driver's paramstyle.
+    Parameters are ``(resource, key, ...)``; keys and values travel as UTF-8
+    bytes when :attr:`binary` is true, as ``str`` otherwise.
+    """
+
+    #: SQLAlchemy dialect names this class serves.
+    names: ClassVar[tuple[str, ...]] = ()
+    #: Keys and values travel as UTF-8 bytes.
+    binary: ClassVar[bool] = True
+    #: ``incr`` needs a transaction (the upsert and a read of the result).
+    incr_needs_tx: ClassVar[bool] = False
+    begin_write: ClassVar[str] = "BEGIN"
+    begin_read: ClassVar[str] = "BEGIN"
+    commit: ClassVar[str] = "COMMIT"
+    rollback: ClassVar[str] = "ROLLBACK"
+    ping: ClassVar[str] = "SELECT 1"
+    #: Appended to a read that locks the row for the rest of the transaction.
+    lock_suffix: ClassVar[str] = " FOR UPDATE"
+
+    def __init__(self, sa_dialect: sa.Dialect, table: str) -> None:
+        preparer = sa_dialect.identifier_preparer
+        self.sa_dialect = sa_dialect
+        self._format = sa_dialect.paramstyle in ("format", "pyformat")
+        self.t = t = preparer.quote(table)
+        self.k = k = preparer.quote("key")
+        self.v = v = preparer.quote("value")
+        where = f"WHERE resource = ? AND {k} = ?"
+        self.get = self.sql(f"SELECT {v} FROM {t} {where}")
+        self.get_for_update = self.sql(f"SELECT {v} FROM {t} {where}{self.lock_suffix}")
+        self.delete = self.sql(f"DELETE FROM {t} {where}")
+        # (value, resource, key)
+        self.replace_value = self.sql(f"UPDATE {t} SET {v} = ? {where}")
+        self.count = self.sql(f"SELECT COUNT(*) FROM {t} WHERE resource = ?")
+        self.clear = self.sql(f"DELETE FROM {t} WHERE resource = ?")
+        self.set = self.sql(self.upsert_sql())
+        self.add = self.sql(self.insert_if_absent_sql())
+        self.incr = self.sql(self.incr_sql())
+        self._many: dict[tuple[str, int], str] = {}
+
+    # -- statements ----------------------------------------------------------
+
+    def sql(self, text: str) -> str:
+        """Translate ``?`` placeholders to the driver's paramstyle."""
+        return text.replace("?", "%s") if self._format else text
+
+    def _marks(self, n: int) -> str:
+        return ", ".join(["%s" if self._format else "?"] * n)
+
+    def upsert_sql(self) -> str:
+        """``set``: standard ``ON CONFLICT`` (SQLite, PostgreSQL)."""
+        return (
+            f"INSERT INTO {self.t} (resource, {self.k}, {self.v}) VALUES (?, ?, ?)"
+            f" ON CONFLICT (resource, {self.k}) DO UPDATE SET {self.v} = excluded.{self.v}"
+        )
+
+    def insert_if_absent_sql(self) -> str:
+        """``add``: insert unless present; see :meth:`insert_if_absent`."""
+        return (
+            f"INSERT INTO {self.t} (resource, {self.k}, {self.v}) VALUES (?, ?, ?)"
+            f" ON CONFLICT (resource, {self.k}) DO NOTHING"
+        )
+
+    def incr_sql(self) -> str:
+        """``incr``: add to a decimal integer, creating it; see :meth:`run_incr`."""
+        raise NotImplementedError
+
+    def select_many(self, n: int) -> str:
+        """``SELECT key, value`` of *n* keys: ``(resource, key1, ..., keyN)``."""
+        return self._cached("select", n, f"SELECT {self.k}, {self.v} FROM {self.t}")
+
+    def delete_many(self, n: int) -> str:
+        """``DELETE`` *n* keys: ``(resource, key1, ..., keyN)``; ``rowcount`` is how many."""
+        return self._cached("delete", n, f"DELETE FROM {self.t}")
+
+    def _cached(self, what: str, n: int, head: str) -> str:
+        text = self._many.get((what, n))
+        if text is None:
+            text = self._many[what, n] = (
+                f"{head} WHERE resource = {self._marks(1)} AND {self.k} IN ({self._marks(n)})"
+            )
+        return text
+
+    def scan(self, *, after: bool, upper: bool, values: bool, limit: int) -> str:
+        """Keys (and values) of a resource in key order, from a lower bound.
+
+        Parameters: ``(resource, lower[, upper])``. *after*: the lower bound
+        is exclusive (a cursor) rather than inclusive (a prefix); *upper*:
+        there is an exclusive upper bound.
+        """
+        m = self._marks(1)
+        return (
+            f"SELECT {self.k}{', ' + self.v if values else ''} FROM {self.t}"
+            f" WHERE resource = {m} AND {self.k} {'>' if after else '>='} {m}"
+            + (f" AND {self.k} < {m}" if upper else "")
+            + f" ORDER BY {self.k} LIMIT {int(limit)}"
+        )
+
+    # -- operations that differ by more than their text ------------------------
+
+    def insert_if_absent(self, cur: Any, params: tuple[Any, ...]) -> bool:
+        """Run ``add``; return whether the row was inserted."""
+        cur.execute(self.add, params)
+        return bool(cur.rowcount == 1)
+
+    def run_incr(self, cur: Any, resource: str, key: Any, amount: int) -> Any:
+        """Run ``incr``; return the stored result, or ``None`` if the value
+        is not an integer (unchanged then). May raise a :attr:`Problem.VALUE`
+        error instead."""
+        cur.execute(self.incr, (resource, key, self.encode(str(amount)), amount))
+        rows = cur.fetchall()
+        return rows[0][0] if rows else None
+
+    def encode(self, text: str) -> Any:
+        """A key or value as the driver takes it."""
+        return text.encode() if self.binary else text
+
+    def decode(self, raw: Any) -> str:
+        """A key or value as the driver returns it, as ``str``."""
+        if not self.binary:
+            return raw  # type: ignore[no-any-return]
+        return raw.decode() if type(raw) is bytes else bytes(raw).decode()
+
+    # -- connections ---------------------------------------------------------------
+
+    def prepare(self, conn: Any, settings: Any) -> None:
+        """Set up a new DBAPI connection (in autocommit mode); once per connection.
+
+        :param settings: The store's :class:`~flask_ploy.state.store.StateSettings`.
+        """
+        self.set_lock_wait(conn.cursor(), self.first_wait(settings.busy_timeout))
+
+    def autocommit(self, conn: Any, on: bool) -> bool:
+        """Set autocommit mode; return the previous mode."""
+        raise NotImplementedError
+
+    def in_transaction(self, conn: Any) -> bool:
+        """Whether a transaction is open on *conn*."""
+        raise NotImplementedError
+
+    def first_wait(self, timeout: float) -> float:
+        """Seconds the database itself waits for a lock on an operation's
+        first attempt, for a busy timeout of *timeout* seconds."""
+        return timeout
+
+    def set_lock_wait(self, cur: Any, seconds: float) -> None:
+        """Make the database wait at most *seconds* for a lock, from now on."""
+        raise NotImplementedError
+
+    def classify(self, exc: BaseException, conn: Any) -> Problem:
+        """What driver exception *exc* means (*conn*: its DBAPI connection)."""
+        try:
+            if self.sa_dialect.is_disconnect(exc, conn, None):  # type: ignore[arg-type]
+                return Problem.DISCONNECT
+        except Exception:  # pragma: no cover - a dialect that cannot tell
+            return Problem.OTHER
+        return Problem.OTHER
+
+
+class SQLiteDialect(Dialect):
+    """SQLite through the standard library's ``sqlite3``."""
+
+    names = ("sqlite",)
+    binary = False
+    begin_write = "BEGIN IMMEDIATE"  # take the write lock first: no upgrade deadlock
+    lock_suffix = ""
+
+    def incr_sql(self) -> str:
+        # ?1 resource, ?2 key, ?3 amount as text, ?4 amount. The WHERE keeps
+        # non-integers and would-be overflows unchanged (and returns no row).
+        v = self.v
+        return (
+            f"INSERT INTO {self.t} (resource, {self.k}, {v}) VALUES (?1, ?2, ?3)"
+            f" ON CONFLICT (resource, {self.k}) DO UPDATE"
+            f" SET {v} = CAST(CAST({v} AS INTEGER) + ?4 AS TEXT)"
+            f" WHERE {v} = CAST(CAST({v} AS INTEGER) AS TEXT)"
+            f" AND ((?4 >= 0 AND CAST({v} AS INTEGER) <= 9223372036854775807 - ?4)"
+            f" OR (?4 < 0 AND CAST({v} AS INTEGER) >= (-9223372036854775807 - 1) - ?4))"
+            f" RETURNING {v}"
+        )
+
+    def prepare(self, conn: Any, settings: Any) -> None:
+        super().prepare(conn, settings)
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if mode.lower() not in ("wal", "memory"):
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {settings.sqlite_synchronous}")
+
+    def autocommit(self, conn: Any, on: bool) -> bool:
+        previous = conn.isolation_level is None
+        if previous != on:
+            if conn.in_transaction:
+                conn.rollback()
+            conn.isolation_level = None if on else ""
+        return previous
+
+    def in_transaction(self, conn: Any) -> bool:
+        return bool(conn.in_transaction)
+
+    def set_lock_wait(self, cur: Any, seconds: float) -> None:
+        cur.execute(f"PRAGMA busy_timeout = {max(1, int(seconds * 1000))}")
+
+    def classify(self, exc: BaseException, conn: Any) -> Problem:
+        code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+        if code is not None:
+            if code & 0xFF in (5, 6):  # SQLITE_BUSY, SQLITE_LOCKED
+                return Problem.RETRY
+        else:
+            msg = str(exc).lower()
+            if "is locked" in msg or "is busy" in msg:
+                return Problem.RETRY
+        if "closed" in str(exc).lower():  # a closed connection or cursor
+            return Problem.DISCONNECT
+        return Problem.OTHER
+
+
+class PostgresDialect(Dialect):
+    """PostgreSQL through psycopg (3) or psycopg2."""
+
+    names = ("postgresql",)
+
+    def incr_sql(self) -> str:
+        # resource, key, amount as bytes, amount. Overflow raises 22003. Only
+        # IMMUTABLE functions, so it also runs on distributed (Citus) tables.
+        t, v = self.t, self.v
+        text = f"encode({t}.{v}, 'escape')"  # NUL-safe, unlike convert_from
+        return (
+            f"INSERT INTO {t} (resource, {self.k}, {v}) VALUES (?, ?, ?)"
+            f" ON CONFLICT (resource, {self.k}) DO UPDATE"
+            f" SET {v} = convert_to("
+            f"CAST(CAST({text} AS bigint) + CAST(? AS bigint) AS text), 'UTF8')"
+            f" WHERE {text} ~ '^(0|-{{0,1}}[1-9][0-9]{{0,18}})$'"
+            f" RETURNING {v}"
+        )
+
+    def autocommit(self, conn: Any, on: bool) -> bool:
+        previous = bool(conn.autocommit)
+        if previous != on:
+            if _pg_in_transaction(conn):
+                conn.rollback()
+            conn.autocommit = on
+        return previous
+
+    def in_transaction(self, conn: Any) -> bool:
+        return _pg_in_transaction(conn)
+
+    def set_lock_wait(self, cur: Any, seconds: float) -> None:
+        # 0 would mean "no limit"
+        cur.execute(f"SET lock_timeout = {max(1, int(seconds * 1000))}")
+
+    def classify(self, exc: BaseException, conn: Any) -> Problem:
+        state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+        if state in ("40001", "40P01", "55P03"):
+            return Problem.RETRY
+        if state in ("22003", "22P02"):
+            return Problem.VALUE
+        if state is not None and state[:2] in ("08", "57") and state != "57014":
+            return Problem.DISCONNECT  # connection exception, operator intervention
+        return super().classify(exc, conn)
+
+
+def _pg_in_transaction(conn: Any) -> bool:
+    info = getattr(conn, "info", None)  # psycopg 3
+    if info is not None and hasattr(info, "transaction_status"):
+        return int(info.transaction_status) != 0  # not IDLE
+    return int(conn.get_transaction_status()) != 0  # psycopg2
+
+
+class MySQLDialect(Dialect):
+    """MariaDB and MySQL through PyMySQL or mysqlclient."""
+
+    names = ("mysql", "mariadb")
+    incr_needs_tx = True
+
+    def upsert_sql(self) -> str:
+        return (
+            f"INSERT INTO {self.t} (resource, {self.k}, {self.v}) VALUES (?, ?, ?)"
+            f" ON DUPLICATE KEY UPDATE {self.v} = VALUES({self.v})"
+        )
+
+    def insert_if_absent_sql(self) -> str:
+        return f"INSERT INTO {self.t} (resource, {self.k}, {self.v}) VALUES (?, ?, ?)"
+
+    def incr_sql(self) -> str:
+        # resource, key, amount as bytes, amount; followed by a read of the
+        # value in the same transaction. Overflow raises 1690.
+        v = self.v
+        ok = (
+            f"{v} REGEXP '^(0|-{{0,1}}[1-9][0-9]{{0,18}})$'"
+            f" AND CAST(CAST({v} AS SIGNED) AS BINARY) = {v}"
+        )
+        return (
+            f"INSERT INTO {self.t} (resource, {self.k}, {v}) VALUES (?, ?, ?)"
+            f" ON DUPLICATE KEY UPDATE {v} = IF({ok}, CAST(CAST({v} AS SIGNED) + ? AS BINARY), {v})"
+        )
+
+    def insert_if_absent(self, cur: Any, params: tuple[Any, ...]) -> bool:
+        try:
+            cur.execute(self.add, params)
+        except Exception as exc:
+            if _mysql_code(exc) == 1062:  # duplicate key
+                return False
+            raise
+        return True
+
+    def run_incr(self, cur: Any, resource: str, key: Any, amount: int) -> Any:
+        cur.execute(self.incr, (resource, key, self.encode(str(amount)), amount))
+        cur.execute(self.get, (resource, key))
+        rows = cur.fetchall()
+        return rows[0][0] if rows else None
+
+    def autocommit(self, conn: Any, on: bool) -> bool:
+        previous = bool(conn.get_autocommit())
+        if previous != on:
+            conn.autocommit(on)
+        return previous
+
+    def in_transaction(self, conn: Any) -> bool:
+        return bool(getattr(conn, "server_status", 0) & 1)  # SERVER_STATUS_IN_TRANS
+
+    def first_wait(self, timeout: float) -> float:
+        return float(math.floor(timeout))  # the server counts whole seconds
+
+    def set_lock_wait(self, cur: Any, seconds: float) -> None:
+        n = max(0, math.floor(seconds))  # 0: fail at once, and the caller retries
+        cur.execute(f"SET SESSION innodb_lock_wait_timeout = {n}, lock_wait_timeout = {n}")
+
+    def classify(self, exc: BaseException, conn: Any) -> Problem:
+        code = _mysql_code(exc)
+        if code in (1213, 1205):  # deadlock, lock wait timeout
+            return Problem.RETRY
+        if code in (1690, 1292, 1264, 1366):
+            return Problem.VALUE
+        if code == 1047:  # Galera: WSREP has not yet prepared the node
+            return Problem.DISCONNECT
+        return super().classify(exc, conn)
+
+
+def _mysql_code(exc: BaseException) -> Any:
+    """The MySQL error number of a PyMySQL/mysqlclient error, or ``None``."""
+    args: tuple[Any, ...] = getattr(exc, "args", ())
+    return args[0] if args else None
+
+
+#: SQLAlchemy dialect name -> the :class:`Dialect` that serves it.
+DIALECTS: dict[str, type[Dialect]] = {
+    name: cls for cls in (SQLiteDialect, PostgresDialect, MySQLDialect) for name in cls.names
+}
