@@ -1,47 +1,81 @@
 # One command each: `make run` (the example app) and `make test` (the suite).
-# Both create .venv and install the project into it on first use.
+# Both create .venv on first use; `make run` installs only what the app
+# needs, `make test` everything the tests, lint, typing, docs and bench need.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+# One stamp per install, so `make run` never pays for the test tools and
+# `make test` after `make run` installs the rest.
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: run test lint typing docs bench check clean
+.DEFAULT_GOAL := help
+.PHONY: help run test lint typing docs bench screenshot dist check clean
 
-$(STAMP): setup.cfg pyproject.toml
+help:
+	@echo "make run        the example app on http://$(HOST):$(PORT)/, in debug mode with the reloader"
+	@echo "                (installs flask-ploy alone: Flask, redis-py, SQLAlchemy, PyYAML)"
+	@echo "                PORT=8000 make run   another port (default 5000)"
+	@echo "                HOST=0.0.0.0 ...     listen beyond this machine: the debugger runs code"
+	@echo "                                     for whoever reaches it, so only on a trusted network"
+	@echo "                PLOY_CACHE_URL=redis://127.0.0.1:6379/0 make run   a shared Redis cache"
+	@echo "                (PostgreSQL or MariaDB state: .venv/bin/pip install -e '.[postgres]' or '.[mysql]')"
+	@echo "make test       the test suite (installs .[dev]); PYTEST_ARGS='-k page' to choose"
+	@echo "make lint | typing | docs | bench | check    style, mypy --strict, Sphinx, benchmarks, all"
+	@echo "make screenshot rewrite docs/_static/example-page.png from the page in Chromium"
+	@echo "make dist       build the sdist and wheel into dist/ and twine-check them"
+	@echo "make clean      remove .venv and build output"
+
+$(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
 		{ echo "flask-ploy needs Python 3.10 or newer"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	@touch $(STAMP)
+	@# Editable installs from pyproject.toml need pip 21.3 (older 3.10 releases bundle 21.2).
+	@$(BIN)/python -c 'import pip, sys; sys.exit(tuple(map(int, pip.__version__.split(".")[:2])) < (21, 3))' \
+		|| $(BIN)/python -m pip install -q --upgrade pip
 
-run: $(STAMP)
-	@echo "Example app on http://$(HOST):$(PORT)/ with the embedded defaults"
-	@echo "(memory:// cache, SQLite state in example_app/instance)."
-	@echo "Next step, a shared Redis cache:"
+$(RUN_STAMP): setup.cfg pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e .
+	@touch $@
+
+$(DEV_STAMP): setup.cfg pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@ $(RUN_STAMP)
+
+run: $(RUN_STAMP)
+	@echo "Example app on http://$(HOST):$(PORT)/ (debug mode: reloads when a file changes)."
+	@echo "Another port: PORT=8000 make run. A shared Redis cache:"
 	@echo "  PLOY_CACHE_URL=redis://127.0.0.1:6379/0 make run"
-	$(BIN)/flask --app example_app run --host $(HOST) --port $(PORT)
+	$(BIN)/flask --app example_app run --debug --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check flask_ploy tests example_app bench
 	$(BIN)/ruff format --check flask_ploy
 
-typing: $(STAMP)
+typing: $(DEV_STAMP)
 	$(BIN)/mypy
 
-docs: $(STAMP)
+docs: $(DEV_STAMP)
 	$(BIN)/sphinx-build -W -q -b html docs docs/_build/html
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+screenshot: $(DEV_STAMP)
+	PLOY_SCREENSHOT=1 $(BIN)/pytest tests/test_example_app.py -k test_screenshot_for_the_docs
+
+dist: $(DEV_STAMP)
+	rm -rf dist
+	$(BIN)/python -m build
+	$(BIN)/twine check --strict dist/*
 
 check: lint typing test docs
 
 clean:
-	rm -rf $(VENV) docs/_build .mypy_cache .ruff_cache
+	rm -rf $(VENV) docs/_build .mypy_cache .ruff_cache build dist

@@ -315,6 +315,51 @@ def targets(results: dict[str, Any]) -> Table:
     return ["target", "measured", ""], rows
 
 
+OPS = ("get", "set", "incr", "list")
+OTHERS = ("Flask-Caching", "diskcache", "Flask-SQLAlchemy ORM")
+
+
+def overhead_table(results: dict[str, Any]) -> Table:
+    """For the docs: flask-ploy's time per operation as a multiple of the raw driver's."""
+    groups = results["groups"]
+    rows = []
+    for g, title in GROUP_TITLES.items():
+        for op in OPS:
+            r = _get(groups, g, op, "results")
+            if not r or PLOY not in r:
+                continue
+            rows.append([f"{title}: {op}", RAW[g],
+                         ratio(r[PLOY].get("paired_ratio")),
+                         ratio(_get(r, ENV, "paired_ratio"))])  # fmt: skip
+    header = ["operation", "raw driver (1.00x)", "flask-ploy, binding in a local",
+              "flask-ploy, g.env.NAME"]  # fmt: skip
+    return header, rows
+
+
+def _faster(other: float | None, ploy: float | None) -> str:
+    if not other or not ploy:
+        return ""
+    x = other / ploy
+    word = "faster" if x >= 1 else "slower"
+    x = max(x, 1 / x)
+    return f"{x:.2f}x {word}" if x < 2 else f"{x:.1f}x {word}"
+
+
+def speedup_table(results: dict[str, Any]) -> Table:
+    """For the docs: flask-ploy (binding) against the libraries it replaces."""
+    groups = results["groups"]
+    rows = []
+    for g, title in GROUP_TITLES.items():
+        for op in OPS:
+            r = _get(groups, g, op, "results")
+            if not r or PLOY not in r or not any(o in r for o in OTHERS):
+                continue
+            ploy = r[PLOY]["median_ns"]
+            rows.append([f"{title}: {op}",
+                         *(_faster(_get(r, o, "median_ns"), ploy) for o in OTHERS)])  # fmt: skip
+    return ["operation", *(f"than {o}" for o in OTHERS)], rows
+
+
 # ---------------------------------------------------------------------------
 # Markdown and reST
 
@@ -346,7 +391,12 @@ def rst_table(table: Table, widths: str = "") -> str:
 def _sections(results: dict[str, Any]) -> list[tuple[str, str, Table]]:
     """(fragment name, title, table) for everything measured."""
     groups = results["groups"]
-    out: list[tuple[str, str, Table]] = [("targets", "Targets", targets(results))]
+    out: list[tuple[str, str, Table]] = [
+        ("overhead", "Time per operation, as a multiple of the raw driver's",
+         overhead_table(results)),
+        ("speedup", "flask-ploy against the libraries it replaces", speedup_table(results)),
+        ("targets", "Targets", targets(results)),
+    ]  # fmt: skip
     for g, title in GROUP_TITLES.items():
         if g in groups:
             out.append((f"ops_{g}", f"{title}: median µs per operation", ops_table(groups[g])))

@@ -49,6 +49,7 @@ def _ttl() -> int | None:
 
 @bp.get("/cache/get")
 def cache_get() -> ResponseReturnValue:
+    """Read ``key`` from a cache binding: its value, or null."""
     # None (JSON null) when the key is missing, expired, evicted, or the
     # cache is down: a cache is best-effort, so all four look the same.
     return {"value": _binding("cache", "CACHE").get(_field("key"))}
@@ -56,12 +57,14 @@ def cache_get() -> ResponseReturnValue:
 
 @bp.post("/cache/set")
 def cache_set() -> ResponseReturnValue:
+    """Store ``value`` under ``key`` in a cache binding, with an optional ``ttl``."""
     _binding("cache", "CACHE").set(_field("key"), _field("value"), ttl=_ttl())
     return {"success": True}
 
 
 @bp.post("/cache/delete")
 def cache_delete() -> ResponseReturnValue:
+    """Delete ``key`` from a cache binding: whether it was there."""
     return {"deleted": _binding("cache", "CACHE").delete(_field("key"))}
 
 
@@ -70,17 +73,20 @@ def cache_delete() -> ResponseReturnValue:
 
 @bp.get("/state/get")
 def state_get() -> ResponseReturnValue:
+    """Read ``key`` from a state binding: its value, or null."""
     return {"value": _binding("state", "STATE").get(_field("key"))}
 
 
 @bp.post("/state/set")
 def state_set() -> ResponseReturnValue:
+    """Store ``value`` under ``key`` in a state binding, durably."""
     _binding("state", "STATE").set(_field("key"), _field("value"))  # committed on return
     return {"success": True}
 
 
 @bp.post("/state/delete")
 def state_delete() -> ResponseReturnValue:
+    """Delete ``key`` from a state binding: whether it was there."""
     return {"deleted": _binding("state", "STATE").delete(_field("key"))}
 
 
@@ -97,27 +103,32 @@ def whoami() -> ResponseReturnValue:
 
 @bp.post("/seed/cache/set")
 def seed_cache_set() -> ResponseReturnValue:
+    """The seed's Cache worker, /set: cache a greeting for 60 s."""
     g.env.CACHE.set("greeting", "hello", ttl=60)  # cache for 60 seconds
     return {"success": True}
 
 
 @bp.get("/seed/cache/get")
 def seed_cache_get() -> ResponseReturnValue:
+    """The seed's Cache worker, /get: the cached greeting, or null."""
     return {"value": g.env.CACHE.get("greeting")}
 
 
 @bp.post("/seed/state/set")
 def seed_state_set() -> ResponseReturnValue:
+    """The seed's State worker, /set: store a greeting."""
     g.env.STATE.set("greeting", "hello world")
     return {"success": True}
 
 
 @bp.get("/seed/state/get")
 def seed_state_get() -> ResponseReturnValue:
+    """The seed's State worker, /get: the stored greeting, or null."""
     return {"value": g.env.STATE.get("greeting")}
 
 
 @bp.post("/seed/state/delete")
 def seed_state_delete() -> ResponseReturnValue:
+    """The seed's State worker, /delete: delete the greeting."""
     g.env.STATE.delete("greeting")
     return {"success": True}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import os
 import secrets
 import time
@@ -44,20 +45,55 @@ def compute_expensive_report(report_id: str) -> dict[str, Any]:
     }
 
 
+#: How long a report stays in the cache, at most: 10 minutes, as in the seed.
+REPORT_TTL = 600
+
+
+def report_ttl() -> int:
+    """The report's TTL: ``REPORT_TTL`` from the config, else :data:`REPORT_TTL`."""
+    return int(current_app.config.get("REPORT_TTL", REPORT_TTL))
+
+
+def cache_report(report_id: str, report: dict[str, Any]) -> dict[str, Any]:
+    """Cache *report* for :func:`report_ttl` seconds; return it with its expiry.
+
+    A cache has no call that reads the time left on an entry, so the expiry
+    is stored beside the data (``expires_at``, a Unix time): the page counts
+    it down. It is an upper bound: the cache may drop the entry sooner.
+    """
+    ttl = report_ttl()
+    report = {**report, "expires_at": time.time() + ttl}
+    g.env.CACHE.set(f"report:{report_id}", json.dumps(report), ttl=ttl)
+    return report
+
+
+def cached_report(report_id: str) -> dict[str, Any] | None:
+    """The cached report, or ``None``: never computes it."""
+    cached = g.env.CACHE.get(f"report:{report_id}")
+    return json.loads(cached) if cached else None
+
+
 def get_report(report_id: str) -> tuple[dict[str, Any], bool]:
     """The seed's ``getReport``; also returns whether it came from the cache."""
-    cached = g.env.CACHE.get(f"report:{report_id}")
+    cached = cached_report(report_id)
     if cached:
-        return json.loads(cached), True
+        return cached, True
     report = compute_expensive_report(report_id)
-    g.env.CACHE.set(f"report:{report_id}", json.dumps(report), ttl=600)  # 10 minutes
-    return report, False
+    return cache_report(report_id, report), False
+
+
+def expires_in(report: dict[str, Any]) -> int | None:
+    """Whole seconds until *report* leaves the cache, at most; ``None`` if unknown."""
+    if "expires_at" not in report:
+        return None
+    return max(0, math.ceil(report["expires_at"] - time.time()))
 
 
 @bp.get("/reports/<report_id>")
 def report(report_id: str) -> ResponseReturnValue:
+    """A slow report, computed on a miss and then cached for 10 minutes."""
     data, cached = get_report(report_id)
-    return {"report": data, "cached": cached}
+    return {"report": data, "cached": cached, "expires_in": expires_in(data)}
 
 
 @bp.post("/reports/<report_id>/refresh")
@@ -76,19 +112,18 @@ def refresh_report(report_id: str) -> ResponseReturnValue:
     except CacheUnavailable:
         # No cache, no lock: compute anyway. The worst case is duplicate
         # work, and the report cannot be cached right now either.
-        return {"report": compute_expensive_report(report_id), "locked": False}
+        return {"report": compute_expensive_report(report_id), "locked": False, "expires_in": None}
     if not locked:
         return {"error": "another request is refreshing this report"}, 409
     try:
-        data = compute_expensive_report(report_id)
-        g.env.CACHE.set(f"report:{report_id}", json.dumps(data), ttl=600)
+        data = cache_report(report_id, compute_expensive_report(report_id))
     finally:
         # Release only our own lock. Reading then deleting is not atomic, but
         # the lock can only change hands after its TTL: keep the work far
         # shorter than 30 s and this never deletes another request's lock.
         if g.env.CACHE.get(lock) == token:
             g.env.CACHE.delete(lock)
-    return {"report": data, "locked": True}
+    return {"report": data, "locked": True, "expires_in": expires_in(data)}
 
 
 # -- Rate limiting --------------------------------------------------------------
@@ -110,6 +145,7 @@ def is_rate_limited_seed(ip: str) -> bool:
 
 @bp.get("/ratelimit/seed")
 def rate_limited_seed() -> ResponseReturnValue:
+    """The seed's rate limiter: one request per second per IP (racy)."""
     if is_rate_limited_seed(request.remote_addr or "unknown"):
         return {"limited": True}, 429
     return {"limited": False}
@@ -133,6 +169,7 @@ def hits_this_window(ip: str) -> int | None:
 
 @bp.get("/ratelimit")
 def rate_limited() -> ResponseReturnValue:
+    """The atomic rate limiter: RATE_LIMIT requests per RATE_WINDOW s per IP."""
     limit = current_app.config["RATE_LIMIT"]
     hits = hits_this_window(request.remote_addr or "unknown")
     # Fail open: an outage of the cache must not lock every user out.
@@ -147,6 +184,7 @@ def rate_limited() -> ResponseReturnValue:
 
 @bp.post("/otp/<user_id>")
 def send_code(user_id: str) -> ResponseReturnValue:
+    """Make a one-time code valid for 15 minutes (shown, not sent)."""
     code = f"{secrets.randbelow(10**6):06d}"
     g.env.CACHE.set(f"otp:{user_id}", code, ttl=900)  # valid for 15 minutes
     # A real app sends the code by e-mail or SMS; this one shows it, so you
@@ -157,6 +195,7 @@ def send_code(user_id: str) -> ResponseReturnValue:
 
 @bp.post("/otp/<user_id>/verify")
 def verify_code(user_id: str) -> ResponseReturnValue:
+    """Check a one-time ``code``: valid once, compared in constant time."""
     key = f"otp:{user_id}"
     submitted = request.form.get("code", "")
     stored = g.env.CACHE.get(key)
@@ -198,16 +237,19 @@ def all_flags() -> dict[str, bool]:
 
 @bp.get("/flags")
 def flags() -> ResponseReturnValue:
+    """Every feature flag, on or off."""
     return all_flags()
 
 
 @bp.get("/flags/<feature>")
 def flag(feature: str) -> ResponseReturnValue:
+    """Whether one feature flag is on."""
     return {"feature": feature, "enabled": is_feature_enabled(feature)}
 
 
 @bp.post("/flags/<feature>")
 def set_flag(feature: str) -> ResponseReturnValue:
+    """Turn a feature flag on or off (``enabled``)."""
     enabled = request.form.get("enabled", "").lower() in ("true", "1", "on", "yes")
     set_feature(feature, enabled)
     return {"feature": feature, "enabled": enabled}
@@ -245,22 +287,26 @@ def counter_values() -> dict[str, int | str]:
 
 @bp.get("/counters")
 def counters() -> ResponseReturnValue:
+    """Every counter."""
     return counter_values()
 
 
 @bp.get("/counters/<name>")
 def counter(name: str) -> ResponseReturnValue:
+    """One counter's value (0 if never counted)."""
     value = g.env.STATE.get(f"counter:{name}")
     return {"name": name, "value": int(value) if value else 0}
 
 
 @bp.post("/counters/<name>")
 def increment(name: str) -> ResponseReturnValue:
+    """Add one to a counter, atomically (``State.incr``)."""
     return {"name": name, "value": increment_counter(name)}
 
 
 @bp.post("/counters/<name>/seed")
 def increment_seed(name: str) -> ResponseReturnValue:
+    """Add one to a counter the seed's way: read, add, write (loses updates)."""
     return {"name": name, "value": increment_counter_seed(name)}
 
 
@@ -270,13 +316,28 @@ DEFAULT_PREFS = {"theme": "light", "language": "en"}
 CHOICES = {"theme": ("light", "dark"), "language": ("en", "fr", "de", "es")}
 
 
-def get_user_preferences(user_id: str) -> dict[str, Any]:
-    """The seed's ``getUserPreferences``; stored fields win over the defaults."""
+def default_preferences() -> dict[str, str]:
+    """The seed's defaults, except that the ``dark-mode`` flag makes dark the default.
+
+    The flag is the site's switch, the preference a user's own choice: a
+    user who saved a theme keeps it whatever the flag says.
+    """
+    theme = "dark" if is_feature_enabled("dark-mode") else DEFAULT_PREFS["theme"]
+    return {**DEFAULT_PREFS, "theme": theme}
+
+
+def stored_preferences(user_id: str) -> dict[str, Any]:
+    """The fields *user_id* saved, without the defaults."""
     raw = g.env.USER_STATE.get(f"prefs:{user_id}")
     stored = json.loads(raw) if raw else {}  # not JSON: ValueError, a 400
     if not isinstance(stored, dict):
         raise ValueError(f"prefs:{user_id} holds {raw!r}, not a JSON object")
-    return {**DEFAULT_PREFS, **stored}
+    return stored
+
+
+def get_user_preferences(user_id: str) -> dict[str, Any]:
+    """The seed's ``getUserPreferences``; stored fields win over the defaults."""
+    return {**default_preferences(), **stored_preferences(user_id)}
 
 
 def set_user_preferences(user_id: str, prefs: dict[str, str]) -> None:
@@ -297,7 +358,7 @@ def update_user_preferences(user_id: str, changes: dict[str, str]) -> dict[str, 
     # first if absent (add() never overwrites, so this is safe to race).
     g.env.USER_STATE.add(key, "{}")
     new = g.env.USER_STATE.update(key, {"$set": changes})
-    return {**DEFAULT_PREFS, **json.loads(new or "{}")}
+    return {**default_preferences(), **json.loads(new or "{}")}
 
 
 def preference_changes() -> dict[str, str]:
@@ -315,17 +376,20 @@ def preference_changes() -> dict[str, str]:
 
 @bp.get("/prefs/<user_id>")
 def prefs(user_id: str) -> ResponseReturnValue:
+    """A user's preferences, defaults filled in."""
     return get_user_preferences(user_id)
 
 
 @bp.post("/prefs/<user_id>")
 def update_prefs(user_id: str) -> ResponseReturnValue:
+    """Change some preference fields, atomically (``State.update``)."""
     return update_user_preferences(user_id, preference_changes())
 
 
 @bp.put("/prefs/<user_id>")
 def replace_prefs(user_id: str) -> ResponseReturnValue:
-    prefs = {**DEFAULT_PREFS, **preference_changes()}
+    """Replace all of a user's preferences (the seed's ``setUserPreferences``)."""
+    prefs = {**default_preferences(), **preference_changes()}
     set_user_preferences(user_id, prefs)
     return prefs
 
@@ -338,6 +402,7 @@ def replace_prefs(user_id: str) -> ResponseReturnValue:
 
 @bp.get("/config")
 def get_config() -> ResponseReturnValue:
+    """The site config: from CACHE if there, else from STATE (then cached for 60 s)."""
     value = g.env.CACHE.get("config")
     if value is None:
         value = g.env.STATE.get("config")
@@ -349,6 +414,7 @@ def get_config() -> ResponseReturnValue:
 
 @bp.post("/config")
 def set_config() -> ResponseReturnValue:
+    """Store the site config in STATE and drop its cached copy."""
     value = request.form.get("value")
     if value is None:
         abort(400, "missing field 'value'")
@@ -361,6 +427,7 @@ def set_config() -> ResponseReturnValue:
 
 @bp.post("/sessions/<user_id>")
 def set_session(user_id: str) -> ResponseReturnValue:
+    """Keep a user's session ``data`` in SESSION_CACHE for an hour."""
     data = request.form.get("data")
     if data is None:
         abort(400, "missing field 'data'")
@@ -370,4 +437,5 @@ def set_session(user_id: str) -> ResponseReturnValue:
 
 @bp.get("/sessions/<user_id>")
 def get_session(user_id: str) -> ResponseReturnValue:
+    """A user's session data from SESSION_CACHE, or null."""
     return {"data": g.env.SESSION_CACHE.get(f"user:{user_id}")}

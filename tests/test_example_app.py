@@ -8,19 +8,13 @@ about the app's endpoints and page.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
+import html
 import json
 import os
-import signal
-import socket
-import subprocess
+import re
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -192,13 +186,35 @@ def test_report_is_computed_once_and_refreshed(client: Any) -> None:
     assert first["cached"] is False
     assert first["report"]["counters"] == {"orders": 1}
     assert first["report"]["total"] == 1
+    assert first["expires_in"] == 600  # the seed's 10 minutes
+    assert first["report"]["expires_at"] == pytest.approx(time.time() + 600, abs=5)
     client.post("/counters/orders")
     second = client.get("/reports/daily").json
-    assert second == {"report": first["report"], "cached": True}  # not recomputed
+    assert second["report"] == first["report"]  # not recomputed
+    assert second["cached"] is True
+    assert 598 <= second["expires_in"] <= 600
     refreshed = client.post("/reports/daily/refresh").json
     assert refreshed["locked"] is True
     assert refreshed["report"]["total"] == 2
-    assert client.get("/reports/daily").json == {"report": refreshed["report"], "cached": True}
+    assert refreshed["expires_in"] == 600
+    third = client.get("/reports/daily").json
+    assert (third["report"], third["cached"]) == (refreshed["report"], True)
+
+
+def test_report_leaves_the_cache_when_it_says(app: Flask) -> None:
+    """The expiry stored beside the report (what the page counts down) is the real TTL."""
+    app.config["REPORT_TTL"] = 2
+    client = app.test_client()
+    first = client.get("/reports/ttl").json
+    assert (first["cached"], first["expires_in"]) == (False, 2)
+    expires_at = first["report"]["expires_at"]
+    while time.time() < expires_at - 0.3:  # a hit until just before the stored expiry
+        assert client.get("/reports/ttl").json["cached"] is True
+        time.sleep(0.1)
+    time.sleep(max(0.0, expires_at + 0.6 - time.time()))  # Redis expires to the millisecond
+    again = client.get("/reports/ttl").json
+    assert again["cached"] is False  # gone from the cache: computed anew
+    assert again["report"]["generated_at"] > first["report"]["generated_at"]
 
 
 def test_refresh_lock_admits_one_request(app: Flask) -> None:
@@ -430,25 +446,83 @@ def test_page_shows_state_and_its_forms_change_it(client: Any) -> None:
     assert "Counter visits is now 1." in page.text
 
     page = client.post(
+        "/page/prefs",
+        data={"user": "bob", "theme": "light", "language": "de"},
+        follow_redirects=True,
+    )
+    assert 'class="theme-light"' in page.text
+    assert '<html lang="de">' in page.text
+    assert '<td class="muted" data-pref-source="theme">saved</td>' in page.text
+    assert client.get("/prefs/bob").json == {"theme": "light", "language": "de"}
+
+    # The dark-mode flag makes dark the default theme: alice, who saved no
+    # theme, gets it; bob, who chose light, keeps light.
+    page = client.post(
         "/page/flags", data={"feature": "dark-mode", "enabled": "true"}, follow_redirects=True
     )
     assert '<td data-flag="dark-mode">on</td>' in page.text
-
-    page = client.post(
-        "/page/prefs",
-        data={"user": "bob", "theme": "dark", "language": "de"},
-        follow_redirects=True,
-    )
     assert 'class="theme-dark"' in page.text
-    assert '<html lang="de">' in page.text
-    assert client.get("/prefs/bob").json == {"theme": "dark", "language": "de"}
+    assert '<td class="muted" data-pref-source="theme">default</td>' in page.text
+    assert client.get("/prefs/alice").json == {"theme": "dark", "language": "en"}
+    assert 'class="theme-light"' in client.get("/?user=bob").text
+    client.post("/page/flags", data={"feature": "dark-mode", "enabled": "false"})
     assert 'class="theme-light"' in client.get("/?user=alice").text
+
+
+def test_page_shows_the_cached_report(client: Any) -> None:
+    assert 'id="report-status" class="muted">not in the cache<' in client.get("/").text
+    client.get("/reports/daily")
+    page = client.get("/").text
+    assert 'id="report-status" class="ok">in the cache<' in page
+    expires = re.search(r'<section class="panel" id="report" data-expires-in="(\d+)">', page)
+    assert expires and 598 <= int(expires.group(1)) <= 600
+
+
+def test_page_indexes_every_route(app: Flask) -> None:
+    @app.get("/added-late/<thing>")
+    def added_late(thing: str) -> str:
+        """A route added after the app was made."""
+        return thing
+
+    page = app.test_client().get("/?user=zoe").text
+    listed = [html.unescape(r) for r in re.findall(r'<tr data-rule="([^"]+)">', page)]
+    rules = [r for r in app.url_map.iter_rules() if r.endpoint != "static"]
+    assert sorted(listed) == sorted(r.rule for r in rules)
+    assert "/added-late/<thing>" in listed  # read from the URL map: never stale
+    assert "A route added after the app was made." in page
+    # Every view says what it does in its docstring's first line, which the
+    # page shows with reST's ``code`` as <code>.
+    for rule in rules:
+        assert app.view_functions[rule.endpoint].__doc__, f"{rule.endpoint} has no docstring"
+    assert "Read <code>key</code> from a cache binding" in page
+    # GET routes link to an example: the user's own preferences, the daily report.
+    assert '<a href="/prefs/zoe">/prefs/&lt;user_id&gt;</a>' in page
+    assert '<a href="/reports/daily">/reports/&lt;report_id&gt;</a>' in page
 
 
 def test_page_escapes_what_users_typed(client: Any) -> None:
     client.post("/page/counters", data={"name": "<script>x</script>"})
     assert "<script>x" not in client.get("/").text
     assert "&lt;script&gt;x" in client.get("/").text
+
+
+def test_browser_writes_from_another_site_are_refused(client: Any) -> None:
+    """The cheap CSRF defence: a browser's cross-site write is a 403, reads pass."""
+    for site in ("cross-site", "same-site"):
+        response = client.post("/counters/csrf", headers={"Sec-Fetch-Site": site})
+        assert response.status_code == 403
+        assert f"Sec-Fetch-Site: {site}" in response.json["error"]
+        refused = client.post("/page/flags", data={"feature": "f", "enabled": "true"},
+                              headers={"Sec-Fetch-Site": site})  # fmt: skip
+        assert refused.status_code == 403
+        assert client.get("/counters/csrf", headers={"Sec-Fetch-Site": site}).status_code == 200
+    assert client.get("/counters").json == {}
+    assert client.get("/flags/f").json["enabled"] is False
+    # The page's own forms (same-origin), a typed URL (none), and clients
+    # that are not browsers (no header) write as before.
+    for headers in ({"Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}, {}):
+        assert client.post("/counters/csrf", headers=headers).status_code == 200
+    assert client.get("/counters").json == {"csrf": 3}
 
 
 # -- configuration --------------------------------------------------------------------
@@ -570,138 +644,24 @@ def _check_two_workers(base: str, uid: str) -> None:
     assert seen <= pids
 
 
-# -- the page in headless Chromium -------------------------------------------------------
+# -- the page in headless Chromium, driven by Playwright ---------------------------------
 
 CHROMIUM = "/usr/bin/chromium"
-
-
-class WebSocket:
-    """A minimal RFC 6455 client: enough for the Chrome DevTools Protocol."""
-
-    def __init__(self, url: str, timeout: float = 15) -> None:
-        parts = urllib.parse.urlsplit(url)
-        assert parts.hostname is not None and parts.port is not None
-        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET {parts.path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
-                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            chunk = self.sock.recv(4096)
-            assert chunk, "the DevTools server closed the connection"
-            self.buf += chunk
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        accept = base64.b64encode(
-            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()  # noqa: S324
-        )
-        assert b"Sec-WebSocket-Accept: " + accept in head, head
-
-    def _read(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("the DevTools server closed the connection")
-            self.buf += chunk
-        data, self.buf = self.buf[:n], self.buf[n:]
-        return data
-
-    def _frame(self, opcode: int, payload: bytes) -> None:
-        n = len(payload)
-        if n < 126:
-            length = bytes([0x80 | n])
-        elif n < 65536:
-            length = bytes([0x80 | 126]) + n.to_bytes(2, "big")
-        else:
-            length = bytes([0x80 | 127]) + n.to_bytes(8, "big")
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(bytes([0x80 | opcode]) + length + mask + masked)
-
-    def send(self, text: str) -> None:
-        self._frame(0x1, text.encode())
-
-    def recv(self) -> str:
-        message = b""
-        while True:
-            b0, b1 = self._read(2)
-            n = b1 & 0x7F
-            if n == 126:
-                n = int.from_bytes(self._read(2), "big")
-            elif n == 127:
-                n = int.from_bytes(self._read(8), "big")
-            mask = self._read(4) if b1 & 0x80 else b""
-            data = self._read(n)
-            if mask:
-                data = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-            opcode = b0 & 0x0F
-            if opcode == 0x9:  # ping
-                self._frame(0xA, data)
-                continue
-            if opcode == 0x8:
-                raise ConnectionError("the DevTools server closed the WebSocket")
-            message += data
-            if b0 & 0x80:
-                return message.decode()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._frame(0x8, b"")
-        self.sock.close()
-
-
-class Page:
-    """One Chromium tab, driven over the DevTools Protocol."""
-
-    def __init__(self, ws: WebSocket) -> None:
-        self.ws = ws
-        self.next_id = 0
-        self.events: list[dict[str, Any]] = []
-        self.call("Page.enable")
-        self.call("Runtime.enable")
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv())
-            if message.get("id") == self.next_id:
-                assert "error" not in message, message
-                return message.get("result", {})  # type: ignore[no-any-return]
-            self.events.append(message)
-
-    def wait_for(self, event: str, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(e.get("method") == event for e in self.events):
-            assert time.monotonic() < deadline, f"no {event} within {timeout} s"
-            self.events.append(json.loads(self.ws.recv()))
-        self.events.clear()
-
-    def eval(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        assert "exceptionDetails" not in result, result
-        return result["result"].get("value")
-
-    def navigate(self, url: str) -> None:
-        self.events.clear()
-        self.call("Page.navigate", url=url)
-        self.wait_for("Page.loadEventFired")
-
-    def submit(self, script: str) -> None:
-        """Run *script* (which submits a form) and wait for the next page."""
-        self.events.clear()
-        self.eval(script)
-        self.wait_for("Page.loadEventFired")
-
-    def text(self, selector: str) -> str | None:
-        return self.eval(  # type: ignore[no-any-return]
-            f"(e => e && e.textContent.trim())(document.querySelector({json.dumps(selector)}))"
-        )
+# Known to work as root in a container; Playwright adds a new empty profile
+# (--user-data-dir) and --headless itself.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: The screenshot docs/quickstart.rst shows; ``make screenshot`` rewrites it.
+SCREENSHOT = ROOT / "docs" / "_static" / "example-page.png"
+DARK_BACKGROUND = "rgb(30, 31, 34)"
 
 
 @contextlib.contextmanager
@@ -718,103 +678,257 @@ def serve(app: Flask) -> Iterator[str]:
         server.server_close()
 
 
-@contextlib.contextmanager
-def chromium(tmp_path: Path) -> Iterator[Page]:
-    """Headless Chromium on a free DevTools port; yields its first tab."""
-    profile = tmp_path / "chromium-profile"
-    profile.mkdir()
-    proc = subprocess.Popen(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={profile}",
-            "--remote-debugging-address=127.0.0.1",
-            "--remote-debugging-port=0",  # Chromium picks a port and writes it down
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its helper processes share our new group
-    )
-    ws: WebSocket | None = None
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, launched by Playwright (never ``playwright install``)."""
+    servers.need(os.path.exists(CHROMIUM), f"chromium at {CHROMIUM}")
     try:
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
-            assert proc.poll() is None, "chromium exited at start"
-            assert time.monotonic() < deadline, "chromium did not open its DevTools port"
-            time.sleep(0.05)
-        port = int(port_file.read_text().split()[0])
-        while True:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as r:
-                tabs = [t for t in json.loads(r.read()) if t.get("type") == "page"]
-            if tabs:
-                break
-            assert time.monotonic() < deadline, "chromium opened no tab"
-            time.sleep(0.05)
-        ws = WebSocket(tabs[0]["webSocketDebuggerUrl"])
-        yield Page(ws)
-    finally:
-        if ws is not None:
-            ws.close()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        servers.need(False, "playwright (pip install -e '.[test]')")
+        raise
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A new tab in a new browser context (no cookies); JavaScript errors fail the test.
+
+    Chromium's console also reports every 4xx answer ("Failed to load
+    resource"), which the tests cause on purpose: those are not errors here.
+    """
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    context.set_default_timeout(10_000)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def console(message: Any) -> None:
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            errors.append(message.text)
+
+    tab.on("console", console)
+    try:
+        yield tab
+        assert errors == []
+    finally:
+        context.close()
+
+
+def _text(page: Any, selector: str) -> str:
+    return str(page.locator(selector).inner_text()).strip()
+
+
+def _background(page: Any) -> str:
+    return str(page.evaluate("getComputedStyle(document.body).backgroundColor"))
+
+
+def _overflow(page: Any) -> int:
+    """How many pixels the page is wider than the window (0: no sideways scrolling)."""
+    return int(page.evaluate("document.documentElement.scrollWidth - window.innerWidth"))
 
 
 @pytest.mark.slow
-def test_page_in_headless_chromium(tmp_path: Path) -> None:
-    servers.need(os.path.exists(CHROMIUM), "chromium")
+def test_page_state_panels_in_chromium(page: Any, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
     app = _make(tmp_path, "memory://")
     try:
-        with serve(app) as base, chromium(tmp_path) as page:
-            page.navigate(base + "/")
-            assert page.eval("document.title") == "flask-ploy example"
-            assert page.text("#counters") == "No counters yet."
-            assert page.text('[data-flag="dark-mode"]') == "off"
-            white = page.eval("getComputedStyle(document.body).backgroundColor")
+        with serve(app) as base:
+            page.goto(base + "/")
+            expect(page).to_have_title("flask-ploy example")
+            expect(page.locator("#counters")).to_have_text("No counters yet.")
+            expect(page.locator('[data-flag="dark-mode"]')).to_have_text("off")
+            white = _background(page)
 
             # Type a counter name and press the button, twice.
-            fill = (
-                "document.querySelector('#counter-name').value = 'clicks';"
-                "document.querySelector('#counter-form button').click()"
-            )
-            page.submit(fill)
-            assert page.text('[data-counter="clicks"]') == "1"
-            assert page.text(".flash") == "Counter clicks is now 1."
-            page.submit(fill)
-            assert page.text('[data-counter="clicks"]') == "2"
+            for expected in ("1", "2"):
+                page.fill("#counter-name", "clicks")
+                page.click("#counter-form button")
+                expect(page.locator('[data-counter="clicks"]')).to_have_text(expected)
+            expect(page.locator(".flash")).to_have_text("Counter clicks is now 2.")
 
-            # Turn a flag on with its button.
-            page.submit("document.querySelector('#toggle-dark-mode').click()")
-            assert page.text('[data-flag="dark-mode"]') == "on"
-            assert page.text("#toggle-dark-mode") == "Turn off"
+            # The dark-mode flag turns the page dark for alice, who chose no theme.
+            page.click("#toggle-dark-mode")
+            expect(page.locator('[data-flag="dark-mode"]')).to_have_text("on")
+            expect(page.locator("#toggle-dark-mode")).to_have_text("Turn off")
+            assert _background(page) == DARK_BACKGROUND != white
+            expect(page.locator('[data-pref="theme"]')).to_have_text("dark")
+            expect(page.locator('[data-pref-source="theme"]')).to_have_text("default")
 
-            # Choose the dark theme and French; the page re-renders in them.
-            page.submit(
-                "document.querySelector('#prefs-user').value = 'carol';"
-                "document.querySelector('#theme').value = 'dark';"
-                "document.querySelector('#language').value = 'fr';"
-                "document.querySelector('#prefs-form').requestSubmit()"
-            )
-            assert page.eval("location.search") == "?user=carol"
-            assert page.text('[data-pref="theme"]') == "dark"
-            assert page.eval("document.documentElement.lang") == "fr"
-            dark = page.eval("getComputedStyle(document.body).backgroundColor")
-            assert dark == "rgb(30, 31, 34)" and dark != white
-            # The counters and flags the browser changed are what the app stored.
+            # carol chooses the light theme and French: her choice beats the flag.
+            page.fill("#prefs-user", "carol")
+            page.select_option("#theme", "light")
+            page.select_option("#language", "fr")
+            page.click("#prefs-form button")
+            expect(page).to_have_url(base + "/?user=carol")
+            expect(page.locator('[data-pref="theme"]')).to_have_text("light")
+            expect(page.locator('[data-pref-source="theme"]')).to_have_text("saved")
+            assert page.evaluate("document.documentElement.lang") == "fr"
+            assert _background(page) == white
+
+            # What the browser changed is what the app stored.
             assert servers.http_json(base, "/counters") == (200, {"clicks": 2})
             assert servers.http_json(base, "/flags/dark-mode")[1]["enabled"] is True
-            assert servers.http_json(base, "/prefs/carol")[1] == {"theme": "dark", "language": "fr"}
+            assert servers.http_json(base, "/prefs/carol")[1]["theme"] == "light"
+            assert servers.http_json(base, "/prefs/alice")[1]["theme"] == "dark"
     finally:
         _close(app)
+
+
+@pytest.mark.slow
+def test_page_cache_panel_in_chromium(page: Any, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    app = _make(tmp_path, "memory://", REPORT_SECONDS=0.3, REPORT_TTL=5, RATE_LIMIT=3,
+                RATE_WINDOW=30)  # fmt: skip
+    try:
+        with serve(app) as base:
+            page.goto(base + "/")
+            status, seconds = page.locator("#report-status"), page.locator("#report-seconds")
+            expect(status).to_have_text("not in the cache")
+            expect(page.locator("#report-countdown")).to_be_hidden()
+
+            # A miss computes the report; then hits, while the TTL counts down.
+            page.click("#report-form button")
+            expect(status).to_contain_text("miss: computed in")
+            expect(page.locator("#report-countdown")).to_be_visible()
+            first = int(seconds.inner_text())
+            assert first in (4, 5)
+            expect(seconds).to_have_text(str(first - 1), timeout=2000)  # it counts down
+            page.click("#report-form button")
+            expect(status).to_contain_text("hit: from the cache in")
+
+            # A new page load shows the same entry, from the server's side.
+            page.reload()
+            expect(status).to_have_text("in the cache")
+            expect(page.locator("#report-countdown")).to_be_visible()
+
+            # At zero it has really left the cache: the next request is a miss.
+            expect(status).to_have_text("expired: the next request is a miss", timeout=8000)
+            page.click("#report-form button")
+            expect(status).to_contain_text("miss: computed in")
+            page.click("#refresh-form button")
+            expect(status).to_contain_text("recomputed in")
+            expect(seconds).to_have_text(re.compile(r"^[45]$"))
+
+            # Rate limiting: 3 requests pass, the 4th is refused.
+            result = page.locator("#ratelimit-result")
+            for n in (1, 2, 3):
+                page.click("#ratelimit-form button")
+                expect(result).to_have_text(f"200 OK: request {n} of 3 in this window")
+            page.click("#ratelimit-form button")
+            expect(result).to_have_text(
+                "429 Too Many Requests: 4 requests in this window, over the limit of 3;"
+                " retry after 30 s"
+            )
+
+            # A one-time code: sent, a wrong one refused, the right one valid once.
+            page.click("#otp-send-form button")
+            expect(page.locator("#otp-code")).to_contain_text("Your code: ")
+            code = re.search(r"\d{6}", _text(page, "#otp-code"))
+            assert code
+            otp = page.locator("#otp-result")
+            page.fill("#otp-input", "000000" if code.group() != "000000" else "111111")
+            page.click("#otp-verify-form button")
+            expect(otp).to_have_text("not valid: wrong, expired or already used")
+            page.fill("#otp-input", code.group())
+            page.click("#otp-verify-form button")
+            expect(otp).to_have_text("valid: the code is used up now")
+            page.click("#otp-verify-form button")
+            expect(otp).to_have_text("not valid: wrong, expired or already used")
+    finally:
+        _close(app)
+
+
+@pytest.mark.slow
+def test_page_fits_a_420px_screen_in_both_themes(page: Any, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    # Redis gives the longest binding reprs; memory:// when it is missing.
+    cache_url = servers.REDIS_URL if servers.redis_ok() else "memory://"
+    app = _make(tmp_path, cache_url)
+    try:
+        with serve(app) as base:
+            # Long words a user typed: a counter name and a user name.
+            servers.http_json(base, "/counters/" + "x" * 80, {})
+            page.set_viewport_size({"width": 420, "height": 800})
+            page.goto(base + "/?user=" + "u" * 64)
+            assert len(_text(page, "#binding-list")) > 200  # long reprs are on the page
+            assert _overflow(page) == 0
+            page.click("#toggle-dark-mode")
+            expect(page.locator('[data-flag="dark-mode"]')).to_have_text("on")
+            page.click("#report-form button")
+            page.click("#ratelimit-form button")
+            page.click("#otp-send-form button")
+            expect(page.locator("#otp-code")).to_contain_text("Your code: ")
+            assert _background(page) == DARK_BACKGROUND
+            assert _overflow(page) == 0
+    finally:
+        _close(app)
+
+
+@pytest.mark.slow
+def test_cross_site_form_is_refused_in_chromium(page: Any, tmp_path: Path) -> None:
+    """A form on another site posting to the app: Chromium marks it, the app refuses it."""
+    app = _make(tmp_path, "memory://")
+    try:
+        with serve(app) as base:
+            page.set_content(
+                f'<form method="post" action="{base}/counters/forged">'
+                "<button>win a prize</button></form>"
+            )
+            with page.expect_response(f"{base}/counters/forged") as answer:
+                page.click("button")
+            assert answer.value.status == 403
+            assert servers.http_json(base, "/counters") == (200, {})
+    finally:
+        _close(app)
+
+
+@pytest.mark.slow
+def test_screenshot_for_the_docs(page: Any, tmp_path: Path) -> None:
+    """The picture of the page in docs/quickstart.rst, taken from the real page.
+
+    Saved under tmp_path; ``make screenshot`` (``PLOY_SCREENSHOT=1``) also
+    writes it to docs/_static/example-page.png.
+    """
+    from playwright.sync_api import expect
+
+    app = _make(tmp_path, "memory://", REPORT_SECONDS=0.2)
+    try:
+        with serve(app) as base:
+            for path in ("/counters/visits", "/counters/visits", "/counters/orders"):
+                servers.http_json(base, path, {})
+            servers.http_json(base, "/flags/new-checkout", {"enabled": "true"})
+            page.set_viewport_size({"width": 860, "height": 900})
+            page.goto(base + "/")
+            page.click("#report-form button")
+            expect(page.locator("#report-status")).to_contain_text("miss")
+            page.click("#ratelimit-form button")
+            page.click("#otp-send-form button")
+            expect(page.locator("#otp-code")).to_contain_text("Your code: ")
+            # From the top to the end of the Cache panels.
+            bottom = page.evaluate("document.getElementById('bindings').offsetTop")
+            shot = tmp_path / "example-page.png"
+            page.screenshot(
+                path=str(shot),
+                full_page=True,
+                clip={"x": 0, "y": 0, "width": 860, "height": bottom - 16},
+            )
+    finally:
+        _close(app)
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width == 860 and 1000 < height < 4000
+    if os.environ.get("PLOY_SCREENSHOT") == "1":
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        SCREENSHOT.write_bytes(data)
+    assert SCREENSHOT.exists(), "run `make screenshot` to make docs/_static/example-page.png"
+    assert f"_static/{SCREENSHOT.name}" in (ROOT / "docs" / "quickstart.rst").read_text()
