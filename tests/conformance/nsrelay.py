@@ -17,6 +17,7 @@ Standard library only.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -51,10 +52,8 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
         pass
     finally:
         for s in (src, dst):
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def _serve(client: socket.socket) -> None:

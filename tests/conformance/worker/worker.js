@@ -2,7 +2,10 @@
 // suite. POST {"steps": [[binding, method, ...args], ...]}: the steps run one
 // after another; the answer is one {"ok": result} or {"error": message} per
 // step. A Map (State.get of a list) comes back as [[key, value], ...].
-// ["STATE", "__reset__"] deletes every key of STATE, through the binding.
+// Two helpers go through the binding's own methods:
+// ["STATE", "__reset__"] deletes every key; ["STATE", "__pages__", options]
+// lists page after page, passing each page's cursor to the next call, and
+// returns [{keys: [name, ...], cursor}, ...].
 export default {
   async fetch(request, env) {
     if (request.method !== "POST") {
@@ -15,6 +18,8 @@ export default {
         let value;
         if (method === "__reset__") {
           value = await reset(env[binding]);
+        } else if (method === "__pages__") {
+          value = await pages(env[binding], args[0]);
         } else {
           value = await env[binding][method](...args);
         }
@@ -42,4 +47,18 @@ async function reset(state) {
       return deleted;
     }
   }
+}
+
+async function pages(state, options) {
+  const out = [];
+  let cursor;
+  while (out.length < 1000) {
+    const page = await state.list(cursor === undefined ? options : { ...options, cursor });
+    out.push({ keys: page.keys.map((k) => k.name), cursor: page.cursor ?? null });
+    if (page.list_complete) {
+      return out;
+    }
+    cursor = page.cursor;
+  }
+  throw new Error("more than 1000 pages");
 }
