@@ -31,8 +31,8 @@ from . import harness
 from .harness import Op, Record
 
 SEED = int(os.environ.get("PLOY_CONFORMANCE_SEED", "14"))
-STATE_SEQUENCES, STATE_LENGTH = 60, 30
-CACHE_SEQUENCES, CACHE_LENGTH = 30, 20
+STATE_SEQUENCES, STATE_LENGTH = 150, 40
+CACHE_SEQUENCES, CACHE_LENGTH = 50, 30
 PORTING = Path(__file__).resolve().parents[2] / "docs" / "porting.rst"
 
 
