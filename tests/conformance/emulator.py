@@ -24,6 +24,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,6 +142,8 @@ def start(workdir: Path) -> Iterator[Emulator]:
     project = workdir / "project"
     shutil.copytree(HERE / "worker", project)
     sock = str(workdir / "worker.sock")
+    if len(sock) > 100:  # the limit of a Unix socket's path is 107 bytes
+        sock = os.path.join(tempfile.mkdtemp(prefix="ploy-", dir="/tmp"), "worker.sock")
     relay = HERE / "nsrelay.py"
     proc = subprocess.Popen(
         [

@@ -62,21 +62,13 @@ _recorded: dict[str, tuple[list[list[Op]], list[list[Record]], float]] = {}
 def recorded(ploy: emu.Emulator, binding: str) -> tuple[list[list[Op]], list[list[Record]], float]:
     """The sequences of *binding* and Ploy's records of them (run once per process)."""
     if binding not in _recorded:
+        # Each State sequence starts from an empty store; Cache sequences,
+        # which cannot empty Ploy's cache, use keys of their own.
         seqs = state_sequences() if binding == "STATE" else cache_sequences()
-        # A fresh namespace per process: the emulator's cache outlives a run.
-        ns = f"{uuid.uuid4().hex[:8]}:"
-        if binding == "CACHE":
-            seqs = [[_namespaced(op, ns) for op in seq] for seq in seqs]
         started = time.monotonic()
         records = [harness.run_ploy(ploy.run, seq) for seq in seqs]
         _recorded[binding] = (seqs, records, time.monotonic() - started)
     return _recorded[binding]
-
-
-def _namespaced(op: Op, ns: str) -> Op:
-    if op.binding != "CACHE" or op.name == "sleep" or op.args[0] == "":
-        return op
-    return Op(op.binding, op.name, (ns + op.args[0], *op.args[1:]), op.probe)
 
 
 def _check(
