@@ -241,13 +241,13 @@ def model_update(raw: str | None, ops: dict[str, dict[str, Any]]) -> dict[str, A
             *parents, leaf = path.split(".")
             node: Any = doc
             for part in parents:
-                if part not in node:
-                    if op in ("$unset", "$pop"):
+                if part not in node or not isinstance(node[part], dict):
+                    if op in ("$unset", "$pop"):  # no such path: nothing to remove
                         node = None
                         break
+                    if part in node:
+                        raise Refused
                     node[part] = {}
-                elif not isinstance(node[part], dict):
-                    raise Refused
                 node = node[part]
             if node is None:
                 continue
@@ -256,7 +256,8 @@ def model_update(raw: str | None, ops: dict[str, dict[str, Any]]) -> dict[str, A
             elif op == "$unset":
                 node.pop(leaf, None)
             elif op == "$inc":
-                current = node.get(leaf, 0)
+                current = node.get(leaf)
+                current = 0 if current is None else current  # missing or null
                 if isinstance(current, bool) or not isinstance(current, (int, float)):
                     raise Refused
                 node[leaf] = current + operand
@@ -267,7 +268,7 @@ def model_update(raw: str | None, ops: dict[str, dict[str, Any]]) -> dict[str, A
                     node[leaf].append(copy.deepcopy(operand))
                 else:
                     raise Refused
-            elif op == "$pop" and leaf in node:
+            elif op == "$pop" and node.get(leaf) is not None:
                 if not isinstance(node[leaf], list):
                     raise Refused
                 if node[leaf]:
