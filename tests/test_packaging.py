@@ -141,7 +141,11 @@ def test_sdist_test_suite_collects(sdist: tuple[Path, list[str]], tmp_path: Path
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     modules = {line.split("::")[0] for line in done.stdout.splitlines() if "::" in line}
-    test_files = {n for n in names if n.startswith("tests/test_") and n.endswith(".py")}
+    test_files = {
+        n
+        for n in names
+        if n.startswith("tests/") and n.rpartition("/")[2].startswith("test_") and n.endswith(".py")
+    }
     assert modules == test_files
 
 

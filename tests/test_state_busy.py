@@ -1,0 +1,189 @@
+"""Contract: every State operation gives up within ``PLOY_STATE_BUSY_TIMEOUT``.
+
+Another connection holds a lock on the state table: SQLite ``BEGIN
+IMMEDIATE`` (the write lock: WAL readers go on), PostgreSQL ``LOCK TABLE
+... ACCESS EXCLUSIVE``, MariaDB ``LOCK TABLES ... WRITE`` (a metadata lock
+every statement waits for), and a row lock (``SELECT ... FOR UPDATE``) on
+PostgreSQL and MariaDB. Each operation must wait for the whole timeout, not
+less, then raise :class:`~flask_ploy.StateUnavailable` within 50 ms of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask, g
+
+from flask_ploy import StateUnavailable
+
+from .conftest import _state_url
+
+#: The bound under test, and the slack the contract allows above it.
+SLACK = 0.05
+
+OPS: dict[str, Callable[[Any], Any]] = {
+    "get": lambda s: s.get("k"),
+    "set": lambda s: s.set("k", "v2"),
+    "delete": lambda s: s.delete("k"),
+    "incr": lambda s: s.incr("n"),
+    "add": lambda s: s.add("new", "v"),
+    "update": lambda s: s.update("doc", {"$inc": {"n": 1}}),
+    "get_many": lambda s: s.get_many(["k", "n"]),
+    "get_many (one snapshot)": lambda s: s.get_many([f"m{i}" for i in range(600)]),
+    "set_many": lambda s: s.set_many({"a": "1", "b": "2"}),
+    "delete_many": lambda s: s.delete_many(["a", "b"]),
+    "list": lambda s: s.list(),
+    "items": lambda s: list(s.items()),
+    "count": lambda s: s.count(),
+    "load": lambda s: s.load([("x", "1")]),
+    "clear": lambda s: s.clear(),
+}
+READS = {"get", "get_many", "get_many (one snapshot)", "list", "items", "count"}
+
+
+def _raw(url: str) -> Any:
+    """A DBAPI connection of our own, in autocommit mode."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    cargs, cparams = engine.dialect.create_connect_args(engine.url)
+    conn = engine.dialect.connect(*cargs, **cparams)
+    if url.startswith("sqlite"):
+        conn.isolation_level = None
+    elif url.startswith("postgresql"):
+        conn.autocommit = True
+    else:
+        conn.autocommit(True)
+    return conn
+
+
+@contextlib.contextmanager
+def table_locked(url: str, table: str) -> Iterator[None]:
+    """Hold the strongest lock on *table* that another client can take."""
+    conn = _raw(url)
+    cur = conn.cursor()
+    try:
+        if url.startswith("sqlite"):
+            cur.execute("BEGIN IMMEDIATE")
+        elif url.startswith("postgresql"):
+            cur.execute("BEGIN")
+            cur.execute(f'LOCK TABLE "{table}" IN ACCESS EXCLUSIVE MODE')
+        else:
+            cur.execute(f"LOCK TABLES `{table}` WRITE")
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            cur.execute("UNLOCK TABLES" if url.startswith("mysql") else "ROLLBACK")
+        conn.close()
+
+
+@contextlib.contextmanager
+def rows_locked(url: str, table: str, keys: list[str]) -> Iterator[None]:
+    """Hold row locks on *keys* of resource ``default`` (PostgreSQL, MariaDB)."""
+    conn = _raw(url)
+    cur = conn.cursor()
+    q = '"' if url.startswith("postgresql") else "`"
+    try:
+        cur.execute("BEGIN")
+        for key in keys:
+            cur.execute(
+                f"SELECT value FROM {q}{table}{q} WHERE resource = 'default'"
+                f" AND {q}key{q} = %s FOR UPDATE",
+                (key.encode(),),
+            )
+            assert cur.fetchall(), key
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            cur.execute("ROLLBACK")
+        conn.close()
+
+
+def _app(make_app: Any, state_url: str, state_table: str, timeout: float) -> Flask:
+    app = make_app(
+        PLOY_STATE_URL=state_url, PLOY_STATE_TABLE=state_table, PLOY_STATE_BUSY_TIMEOUT=timeout
+    )
+    with app.app_context():
+        s = g.env.STATE
+        s.clear()
+        s.set_many({"k": "v", "n": "1", "doc": "{}"})
+    return app
+
+
+def _timed(op: Callable[[Any], Any]) -> tuple[float, BaseException | None]:
+    """Run *op* on a warm connection of a new context; its time and error."""
+    start = time.monotonic()
+    try:
+        op(g.env.STATE)
+    except Exception as exc:
+        return time.monotonic() - start, exc
+    return time.monotonic() - start, None
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_a_locked_table_fails_every_operation_within_the_busy_timeout(
+    make_app: Any, state_url: str, state_table: str, op: str
+) -> None:
+    timeout = 0.5
+    app = _app(make_app, state_url, state_table, timeout)
+    sqlite = state_url.startswith("sqlite")
+    with app.app_context():
+        g.env.STATE.get("warm")  # borrow the connection before the lock is taken
+        with table_locked(state_url, state_table):
+            elapsed, exc = _timed(OPS[op])
+        if sqlite and op in READS:
+            # WAL: readers never wait for the writer.
+            assert exc is None, exc
+            assert elapsed < 0.1, f"{op} waited {elapsed:.3f} s for a writer"
+            return
+        assert isinstance(exc, StateUnavailable), f"{op}: {exc!r}"
+        assert "PLOY_STATE_BUSY_TIMEOUT" in str(exc)
+        assert timeout - 0.02 <= elapsed <= timeout + SLACK, f"{state_url} {op}: {elapsed:.3f} s"
+        # The connection is fine afterwards, with the whole timeout again.
+        assert g.env.STATE.get("k") in ("v", "v2", None)
+        g.env.STATE.set("after", "ok")
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def row_lock_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """The databases with row locks (SQLite's write lock is the table test's)."""
+    return _state_url(request.param, tmp_path)
+
+
+@pytest.mark.parametrize("op", ["set", "delete", "incr", "update", "set_many", "delete_many"])
+@pytest.mark.parametrize("timeout", [0.5, 1.3])
+def test_a_row_lock_fails_writes_within_the_busy_timeout(
+    make_app: Any, row_lock_url: str, state_table: str, op: str, timeout: float
+) -> None:
+    state_url = row_lock_url
+    app = _app(make_app, state_url, state_table, timeout)
+    with app.app_context():
+        g.env.STATE.set_many({"a": "1", "b": "2"})
+        g.env.STATE.get("warm")
+        with rows_locked(state_url, state_table, ["k", "n", "doc", "a", "b"]):
+            elapsed, exc = _timed(OPS[op])
+        assert isinstance(exc, StateUnavailable), f"{op}: {exc!r}"
+        assert "PLOY_STATE_BUSY_TIMEOUT" in str(exc)
+        assert timeout - 0.02 <= elapsed <= timeout + SLACK, f"{state_url} {op}: {elapsed:.3f} s"
+
+
+def test_sqlite_first_operation_of_a_context_waits_the_timeout_once(
+    make_app: Any, tmp_path: Any, state_table: str
+) -> None:
+    """The first operation also borrows the connection: still one deadline."""
+    url = f"sqlite:///{tmp_path}/first.sqlite3"
+    app = _app(make_app, url, state_table, 0.5)
+    lock = sqlite3.connect(f"{tmp_path}/first.sqlite3", isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        with app.app_context():
+            elapsed, exc = _timed(OPS["set"])
+    finally:
+        lock.rollback()
+        lock.close()
+    assert isinstance(exc, StateUnavailable)
+    assert 0.48 <= elapsed <= 0.5 + SLACK, elapsed
