@@ -106,7 +106,7 @@ class State:
         # the binding (_thread), and the dialect's two statements.
         self._thread = 0
         self._cur: Any = None
-        self._binary = True
+        self._binary = store.dialect_class.binary
         self._sql_get = self._sql_set = ""
 
     def __repr__(self) -> str:
@@ -152,7 +152,6 @@ class State:
                 self._thread = 0
             else:
                 dialect = self._store.dialect
-                self._binary = dialect.binary
                 self._sql_get, self._sql_set = dialect.get, dialect.set
                 self._thread = thread
             self._cur = cur
@@ -174,11 +173,13 @@ class State:
 
     def _key(self, key: str) -> Any:
         """*key* (or a value) as the driver takes it; in operation bodies."""
-        return self._store.dialect.encode(key)
+        return key.encode() if self._binary else key
 
     def _str(self, raw: Any) -> str:
         """A key or value as the driver returns it, as ``str``; in operation bodies."""
-        return self._store.dialect.decode(raw)
+        if not self._binary:
+            return raw  # type: ignore[no-any-return]
+        return raw.decode() if type(raw) is bytes else bytes(raw).decode()
 
     # -- the seed API ---------------------------------------------------------
 

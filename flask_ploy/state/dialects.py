@@ -155,12 +155,6 @@ class Dialect:
         """A key or value as the driver takes it."""
         return text.encode() if self.binary else text
 
-    def decode(self, raw: Any) -> str:
-        """A key or value as the driver returns it, as ``str``."""
-        if not self.binary:
-            return raw  # type: ignore[no-any-return]
-        return raw.decode() if type(raw) is bytes else bytes(raw).decode()
-
     # -- connections ---------------------------------------------------------------
 
     def prepare(self, conn: Any, settings: Any) -> None:

@@ -63,7 +63,7 @@ class StateStore:
         self._bind = bind
         self._engine: sa.Engine | None = None
         self._lock = threading.Lock()
-        self._dialect: Dialect | None = None
+        self._dialect_class: type[Dialect] | None = None
         #: The driver's base exception class, once known.
         self.dbapi_error: type[BaseException] = sa.exc.DBAPIError
         if db is not None:
@@ -83,25 +83,27 @@ class StateStore:
     def __repr__(self) -> str:
         return f"<StateStore {self.display_url}>"
 
-    @property
-    def dialect(self) -> Dialect:
-        """The :class:`~flask_ploy.state.dialects.Dialect` (after the first checkout)."""
-        assert self._dialect is not None, "no connection was borrowed yet"
-        return self._dialect
+    #: The :class:`~flask_ploy.state.dialects.Dialect`, set by the first checkout.
+    dialect: Dialect
 
     @property
     def dialect_class(self) -> type[Dialect]:
         """The :class:`~flask_ploy.state.dialects.Dialect` subclass of the engine's database.
 
+        Known without connecting.
+
         :raises PloyConfigError: State has no dialect for that database.
         """
-        name = self.engine.dialect.name
-        cls = DIALECTS.get(name)
+        cls = self._dialect_class
         if cls is None:
-            raise PloyConfigError(
-                f"state URL {self.display_url}: the {name!r} database"
-                " is not supported; use sqlite, postgresql or mysql/mariadb"
-            )
+            name = self.engine.dialect.name
+            cls = DIALECTS.get(name)
+            if cls is None:
+                raise PloyConfigError(
+                    f"state URL {self.display_url}: the {name!r} database"
+                    " is not supported; use sqlite, postgresql or mysql/mariadb"
+                )
+            self._dialect_class = cls
         return cls
 
     @property
@@ -128,8 +130,9 @@ class StateStore:
     def _setup(self, engine: sa.Engine) -> Dialect:
         """Create the table if missing and prepare the dialect; once."""
         with self._lock:
-            if self._dialect is not None:
-                return self._dialect
+            dialect: Dialect | None = getattr(self, "dialect", None)
+            if dialect is not None:
+                return dialect
             cls = self.dialect_class
             self.dbapi_error = _engine.dbapi_error(engine)
             try:
@@ -141,7 +144,7 @@ class StateStore:
                         f"state database {self.display_url}: cannot create table"
                         f" {self.settings.table!r}: {_engine.reason(exc)}"
                     ) from exc
-            self._dialect = dialect = cls(engine.dialect, self.settings.table)
+            self.dialect = dialect = cls(engine.dialect, self.settings.table)
             return dialect
 
     def checkout(self, lease: Lease) -> None:
@@ -151,7 +154,7 @@ class StateStore:
             connection was free within ``PLOY_STATE_POOL_TIMEOUT``.
         """
         engine = self.engine
-        dialect = self._dialect
+        dialect: Dialect | None = getattr(self, "dialect", None)
         if dialect is None:
             dialect = self._setup_or_fail(engine)
         try:
