@@ -23,7 +23,8 @@ import pytest
 from click.testing import Result
 from flask import Flask, g
 
-from flask_ploy.cli import CHUNK, _BadInput, ploy_cli
+from flask_ploy._dumpfile import CHUNK, BadInput
+from flask_ploy.cli import ploy_cli
 
 from .conftest import AppFactory
 
@@ -459,19 +460,19 @@ def test_load_reads_big_values_and_pretty_json(make_app: AppFactory, tmp_path: P
 def test_reader_reads_again_only_when_it_can() -> None:
     """State.load runs its transaction again after a lock conflict: a file is
     read again from the start; a pipe cannot be, so the load fails."""
-    from flask_ploy.cli import _Reader
+    from flask_ploy._dumpfile import DumpReader
 
     data = b'{"key": "a", "value": "1"}\n{"key": "b", "value": "2"}\n'
-    reader = _Reader(io.BytesIO(data), "f", 512, 1000, lambda n: None)
+    reader = DumpReader(io.BytesIO(data), "f", 512, 1000, lambda n: None)
     assert list(reader) == list(reader) == [("a", "1"), ("b", "2")]
 
     class Pipe(io.BytesIO):
         def seekable(self) -> bool:
             return False
 
-    once = _Reader(Pipe(data), "<stdin>", 512, 1000, lambda n: None)
+    once = DumpReader(Pipe(data), "<stdin>", 512, 1000, lambda n: None)
     assert len(list(once)) == 2
-    with pytest.raises(_BadInput, match="cannot be read twice"):
+    with pytest.raises(BadInput, match="cannot be read twice"):
         list(once)
 
 

@@ -1,0 +1,361 @@
+"""The dump format of ``flask ploy state dump`` and ``load``: writer and reader.
+
+A dump is JSON Lines (one ``{"key": ..., "value": ...}`` object per line) or
+one JSON array of such objects, in UTF-8. :func:`write_dump` writes either;
+:class:`DumpReader` reads either from a byte stream in chunks, checks every
+pair as it goes, and raises :class:`BadInput` naming the line of the first
+problem. Neither holds more than a page (writing) or a bounded element
+(reading) in memory.
+"""
+
+from __future__ import annotations
+
+import codecs
+import itertools
+import json
+from collections.abc import Callable, Iterable, Iterator
+from json.encoder import encode_basestring
+from typing import IO, Any, NoReturn
+
+from ._validate import check_key, check_value
+
+#: Bytes read from a load file at a time.
+CHUNK = 1 << 16
+#: Records written per page.
+PAGE = 1000
+
+
+def json_row(key: str, value: str) -> str:
+    """One record: ``json.dumps({"key": key, "value": value}, ensure_ascii=False)``, faster."""
+    return f'{{"key": {encode_basestring(key)}, "value": {encode_basestring(value)}}}'
+
+
+def write_dump(
+    rows: Iterator[tuple[str, str]], out: IO[bytes], fmt: str, update: Callable[[int], None]
+) -> int:
+    """Write *rows* to *out* as ``jsonl`` or ``json`` (*fmt*), :data:`PAGE` rows
+    at a time, calling *update* with each page's length; return how many."""
+    n = 0
+    sep = ",\n" if fmt == "json" else "\n"
+    if fmt == "json":
+        out.write(b"[")
+    while True:
+        page = list(itertools.islice(rows, PAGE))
+        if not page:
+            break
+        text = sep.join(json_row(k, v) for k, v in page)
+        if fmt == "json":
+            text = ("\n" if n == 0 else ",\n") + text
+        else:
+            text += "\n"
+        out.write(text.encode("utf-8"))
+        n += len(page)
+        update(len(page))
+    if fmt == "json":
+        out.write(b"\n]\n" if n else b"]\n")
+    return n
+
+
+class BadInput(ValueError):
+    """A load file that cannot be loaded; the message names the line.
+
+    A :class:`ValueError`, so :meth:`State.load` rolls back and re-raises it.
+    """
+
+
+_decode_json = json.JSONDecoder().decode
+
+_TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+
+
+def _json_type(obj: Any) -> str:
+    if obj is None:
+        return "null"
+    return _TYPE_NAMES.get(type(obj), "a number")
+
+
+class DumpReader:
+    """The ``(key, value)`` pairs of a dump in either format, read in chunks.
+
+    The format is detected from the first character: ``[`` is a JSON array,
+    ``{`` is JSON Lines. Every pair is checked as it is read; a bad one
+    raises :class:`BadInput` naming the line. Iterable again if the file is
+    seekable (:meth:`State.load` may run its transaction again after a lock
+    conflict).
+    """
+
+    def __init__(
+        self,
+        stream: IO[bytes],
+        name: str,
+        max_key: int,
+        max_value: int,
+        progress: Callable[[int], None],
+    ) -> None:
+        self.stream = stream
+        self.name = name
+        self.max_key = max_key
+        self.max_value = max_value
+        self.progress = progress
+        self.format = ""
+        try:
+            self._start: int | None = stream.tell() if stream.seekable() else None
+        except OSError:
+            self._start = None
+        self._started = False
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        if self._started:
+            if self._start is None:
+                raise BadInput(
+                    f"{self.name}: the database asked to run the load again (a lock"
+                    " conflict), and this input cannot be read twice; run the command"
+                    " again"
+                )
+            self.stream.seek(self._start)
+        self._started = True
+        return self._pairs()
+
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            data = self.stream.read(CHUNK)
+            if not data:
+                return
+            self.progress(len(data))
+            yield data
+
+    def _pairs(self) -> Iterator[tuple[str, str]]:
+        chunks = self._chunks()
+        head = b""
+        for data in chunks:
+            head += data
+            if len(head) >= 3 and head.removeprefix(codecs.BOM_UTF8).lstrip(b" \t\r\n"):
+                break
+        head = head.removeprefix(codecs.BOM_UTF8)
+        body = head.lstrip(b" \t\r\n")
+        rest = itertools.chain([head], chunks)
+        if not body:
+            self.format = "empty"
+            return
+        if body[:1] == b"[":
+            self.format = "json"
+            yield from self._json(rest)
+        elif body[:1] == b"{":
+            self.format = "jsonl"
+            yield from self._jsonl(rest)
+        else:
+            line = head[: len(head) - len(body)].count(b"\n") + 1
+            raise BadInput(
+                f"{self.name}, line {line}: expected JSON Lines ({{...}} per line) or a"
+                f' JSON array ([...]) of {{"key": ..., "value": ...}} objects, found'
+                f" {body[:20].decode('utf-8', 'replace')!r}"
+            )
+
+    def _jsonl(self, chunks: Iterable[bytes]) -> Iterator[tuple[str, str]]:
+        line = 0
+        parts: list[bytes] = []
+        for data in chunks:
+            pieces = data.split(b"\n")
+            if len(pieces) == 1:
+                parts.append(data)
+                continue
+            parts.append(pieces[0])
+            pieces[0] = b"".join(parts)
+            parts = [pieces.pop()]
+            for raw in pieces:
+                line += 1
+                if raw and not raw.isspace():
+                    yield self._line(raw, line)
+        raw = b"".join(parts)
+        if raw and not raw.isspace():
+            yield self._line(raw, line + 1)
+
+    def _line(self, raw: bytes, line: int) -> tuple[str, str]:
+        try:
+            obj = _decode_json(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise BadInput(
+                f"{self.name}, line {line}: not UTF-8 ({exc.reason} at byte {exc.start + 1}"
+                " of the line)"
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise BadInput(
+                f"{self.name}, line {line}: invalid JSON: {exc.msg} (column {exc.colno})"
+            ) from None
+        return self._pair(obj, line)
+
+    def _json(self, chunks: Iterator[bytes]) -> Iterator[tuple[str, str]]:
+        text = _Text(chunks, self.name, 6 * (self.max_key + self.max_value) + 4096)
+        text.expect("[")
+        if text.peek() == "]":
+            text.pos += 1
+        else:
+            while True:
+                obj, line = text.value()
+                yield self._pair(obj, line)
+                c = text.peek()
+                text.pos += 1
+                if c == "]":
+                    break
+                if c != ",":
+                    text.fail("expected ',' or ']' after an element" + text.found(c))
+        if text.peek() != "":
+            text.fail("extra data after the closing ']'")
+
+    def _pair(self, obj: Any, line: int) -> tuple[str, str]:
+        # The common case in a few cheap checks: two short strings. A key of
+        # at most max_key // 4 characters fits in max_key bytes of UTF-8.
+        if type(obj) is dict and len(obj) == 2:
+            key = obj.get("key")
+            value = obj.get("value")
+            if (
+                type(key) is str
+                and type(value) is str
+                and 0 < len(key) <= self.max_key // 4
+                and len(value) * 4 <= self.max_value
+            ):
+                try:  # refuse lone surrogates, which UTF-8 cannot encode
+                    if not key.isascii():
+                        key.encode()
+                    if not value.isascii():
+                        value.encode()
+                except UnicodeEncodeError:
+                    pass
+                else:
+                    return key, value
+        return self._checked_pair(obj, line)
+
+    def _checked_pair(self, obj: Any, line: int) -> tuple[str, str]:
+        where = f"{self.name}, line {line}"
+        if type(obj) is not dict or obj.keys() != {"key", "value"}:
+            if type(obj) is not dict:
+                problem = f"found {_json_type(obj)}"
+            else:
+                missing = sorted({"key", "value"} - obj.keys())
+                extra = sorted(obj.keys() - {"key", "value"})
+                problem = "; ".join(
+                    ([f"missing {', '.join(map(repr, missing))}"] if missing else [])
+                    + ([f"unexpected {', '.join(map(repr, extra))}"] if extra else [])
+                )
+            raise BadInput(f'{where}: expected {{"key": ..., "value": ...}}: {problem}')
+        key, value = obj["key"], obj["value"]
+        for what, item in (("key", key), ("value", value)):
+            if type(item) is not str:
+                raise BadInput(
+                    f"{where}: the {what} must be a string, found {_json_type(item)}"
+                    + ("; store structured data as a JSON string" if what == "value" else "")
+                )
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise BadInput(
+                        f"{where}: the {what} holds a lone surrogate"
+                        f" ({item[exc.start]!r} at character {exc.start + 1}), which"
+                        " UTF-8 cannot encode"
+                    ) from None
+        try:
+            check_key(key, self.max_key)
+            check_value(value, self.max_value)
+        except ValueError as exc:
+            raise BadInput(f"{where}: {exc}") from None
+        return key, value
+
+
+class _Text:
+    """Decoded text of a chunked UTF-8 stream, for incremental JSON parsing.
+
+    Keeps only the unparsed tail in memory, and the line number of any
+    position at or after the last one asked about.
+    """
+
+    _decode = json.JSONDecoder().raw_decode
+
+    def __init__(self, chunks: Iterator[bytes], name: str, max_element: int) -> None:
+        self.chunks = chunks
+        self.name = name
+        self.max_element = max_element
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.buf = ""
+        self.pos = 0
+        self.eof = False
+        self._line = 1  # the line number at self._line_pos
+        self._line_pos = 0
+
+    def line_at(self, pos: int) -> int:
+        if pos > self._line_pos:
+            self._line += self.buf.count("\n", self._line_pos, pos)
+            self._line_pos = pos
+        return self._line
+
+    def fail(self, message: str, pos: int | None = None) -> NoReturn:
+        line = self.line_at(self.pos if pos is None else pos)
+        raise BadInput(f"{self.name}, line {line}: {message}")
+
+    def found(self, c: str) -> str:
+        return ", found the end of the file" if c == "" else f", found {c!r}"
+
+    def more(self, at_least: int = 1) -> bool:
+        """Read at least *at_least* more characters; ``False`` at the end of the file."""
+        if self.eof:
+            return False
+        if self.pos > CHUNK and self.pos * 2 > len(self.buf):
+            self.line_at(self.pos)
+            self.buf = self.buf[self.pos :]
+            self._line_pos -= self.pos
+            self.pos = 0
+        got = 0
+        parts = [self.buf]
+        while got < at_least:
+            data = next(self.chunks, None)
+            try:
+                text = self.decoder.decode(data or b"", final=data is None)
+            except UnicodeDecodeError as exc:
+                self.buf = "".join(parts)
+                line = self.line_at(len(self.buf)) + (data or b"")[: exc.start].count(b"\n")
+                raise BadInput(f"{self.name}, line {line}: not UTF-8 ({exc.reason})") from None
+            parts.append(text)
+            got += len(text)
+            if data is None:
+                self.eof = True
+                break
+        self.buf = "".join(parts)
+        return got > 0
+
+    def peek(self) -> str:
+        """Skip whitespace; the next character, or ``""`` at the end of the file."""
+        while True:
+            buf, pos = self.buf, self.pos
+            n = len(buf)
+            while pos < n and buf[pos] in " \t\r\n":
+                pos += 1
+            self.pos = pos
+            if pos < n:
+                return buf[pos]
+            if not self.more():
+                return ""
+
+    def expect(self, c: str) -> None:
+        found = self.peek()
+        if found != c:
+            self.fail(f"expected {c!r}" + self.found(found))
+        self.pos += 1
+
+    def value(self) -> tuple[Any, int]:
+        """Decode the JSON value at the next non-blank position; return it and its line."""
+        if self.peek() == "":
+            self.fail("the array is not closed: expected a value or ']'")
+        line = self.line_at(self.pos)
+        while True:
+            try:
+                obj, end = self._decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                tail = len(self.buf) - self.pos
+                truncated = exc.pos >= len(self.buf) - 12 or exc.msg.startswith("Unterminated")
+                if truncated and tail <= self.max_element and self.more(max(tail, CHUNK)):
+                    continue
+                self.fail(f"invalid JSON: {exc.msg}", exc.pos)
+            if end == len(self.buf) and not isinstance(obj, (dict, list, str)) and self.more():
+                continue  # a number or literal may go on in the next chunk
+            self.pos = end
+            return obj, line
