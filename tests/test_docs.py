@@ -379,10 +379,31 @@ def docs_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[s
         flask_ploy.cache.SCHEMES.update(schemes)
 
 
+#: What each page at least runs or checks, so a block that silently stops
+#: running (a changed directive, an extractor bug) fails. Pages not listed
+#: have no code. Raise a number when you add blocks.
+PAGE_MINIMUMS: dict[str, dict[str, int]] = {
+    "api.rst": {"executed": 1, "doctest": 4},
+    "cli.rst": {"executed": 1, "doctest": 1, "commands": 3},
+    "config.rst": {"executed": 3, "doctest": 2},
+    "deployment.rst": {"executed": 9, "commands": 3},
+    "ploy-yaml.rst": {"executed": 3, "doctest": 9, "yaml": 1, "commands": 2},
+    "porting.rst": {"executed": 24, "doctest": 4, "yaml": 4, "commands": 1},
+    "quickstart.rst": {"executed": 5, "doctest": 1, "yaml": 1, "commands": 2},
+    "testing.rst": {"executed": 3},
+}
+#: Blocks a page may skip (``.. not-tested:`` with a reason), at most.
+PAGE_SKIPS = {"cli.rst": 1, "deployment.rst": 1, "testing.rst": 1}
+
+
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
 def test_docs_page(page: Path, docs_env: dict[str, Any]) -> None:
     blocks = rst_blocks(page.read_text(encoding="utf-8"))
-    run_blocks(blocks, f"docs/{page.relative_to(DOCS)}", docs_env)
+    counts = run_blocks(blocks, f"docs/{page.relative_to(DOCS)}", docs_env)
+    minimums = PAGE_MINIMUMS.get(page.name, {})
+    short = {k: counts[k] for k, n in minimums.items() if counts[k] < n}
+    assert not short, f"{page.name}: ran {counts}, expected at least {minimums}"
+    assert counts["skipped"] <= PAGE_SKIPS.get(page.name, 0), counts
 
 
 def test_readme(docs_env: dict[str, Any]) -> None:
