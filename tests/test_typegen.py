@@ -8,6 +8,7 @@ import os
 import re
 from pathlib import Path
 
+import pytest
 from flask import Flask
 
 import flask_ploy
@@ -205,3 +206,29 @@ def test_mypy_strict_checks_code_using_the_module(tmp_path: Path) -> None:
     assert sorted(by_line) == sorted(expected), stdout
     for line, message in expected.items():
         assert message in by_line[line], (line, stdout)
+
+
+def _documented_members(cls_name: str) -> set[str]:
+    """The ``:members:`` that docs/api.rst lists for ``autoclass:: cls_name``."""
+    lines = (Path(__file__).parent.parent / "docs" / "api.rst").read_text().splitlines()
+    i = lines.index(f".. autoclass:: {cls_name}")
+    assert lines[i + 1].strip().startswith(":members:"), lines[i + 1]
+    text = lines[i + 1].split(":members:", 1)[1]
+    for line in lines[i + 2 :]:
+        if not line.startswith("        ") or line.strip().startswith(":"):
+            break
+        text += line
+    return {name.strip() for name in text.split(",")}
+
+
+@pytest.mark.parametrize(
+    ("binding", "protocol"), [("Cache", "CacheBinding"), ("State", "StateBinding")]
+)
+def test_protocols_match_the_bindings_and_their_docs(binding: str, protocol: str) -> None:
+    import flask_ploy
+
+    cls, proto = getattr(flask_ploy, binding), getattr(flask_ploy, protocol)
+    public = {n for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n))}
+    typed = {n for n in dir(proto) if not n.startswith("_") and callable(getattr(proto, n))}
+    assert typed == public
+    assert _documented_members(binding) == public
