@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 _SECRET_PARAMS = ("password", "secret", "token", "passwd", "key")
 
@@ -10,36 +10,45 @@ _SECRET_PARAMS = ("password", "secret", "token", "passwd", "key")
 def redact_url(url: str) -> str:
     """Return *url* with any password replaced by ``***``.
 
-    Handles passwords in the user-info part (``redis://:pw@host``) and in
-    query parameters (``?password=pw``, ``?sentinel_password=pw``).
+    Masks the user-info password (``redis://:pw@host``, ``user:pw@host``,
+    redis-py's password-only ``redis://pw@host``) and password-like query
+    parameters (``?password=pw``, ``?sentinel_password=pw``). Passwords may
+    hold any character: SQLAlchemy accepts ``/``, ``#`` and ``?`` in them
+    (base64 passwords have ``/``), where :func:`urllib.parse.urlsplit`
+    would end the host part early. So everything between ``://`` and the
+    last ``@`` counts as user info; at worst, more than the password is
+    masked.
     """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = original_netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        user, sep, password = userinfo.partition(":")
-        if sep and password:
-            netloc = f"{user}:***@{hostinfo}"
-        elif not sep and user and parts.scheme.startswith(("redis", "rediss", "unix")):
-            # redis://secret@host is a password-only form in redis-py
-            netloc = f"***@{hostinfo}"
-    query = original_query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(any(s in k.lower() for s in _SECRET_PARAMS) for k, _ in pairs):
-            query = urlencode(
-                [
-                    (k, "***" if any(s in k.lower() for s in _SECRET_PARAMS) else v)
-                    for k, v in pairs
-                ],
-                safe="*",
-            )
-    if netloc == original_netloc and query == original_query:
+    if not isinstance(url, str):
+        return "<not a str>"
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    userinfo, at, hostpart = rest.rpartition("@")
+    if at:
+        user, colon, password = userinfo.partition(":")
+        if colon:
+            rest = f"{user}:***@{hostpart}" if password else rest
+        elif scheme.lower().startswith(("redis", "rediss", "unix")):
+            rest = f"***@{hostpart}"  # redis://secret@host is a password-only form
+        elif "/" in user or "?" in user or "#" in user:
+            rest = f"***@{hostpart}"  # not a plain user name: assume the worst
+    before, q, query = rest.partition("?")
+    if q and query:
+        fragment = ""
+        query, hash_, frag = query.partition("#")
+        if hash_:
+            fragment = "#" + frag
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_secret(k) for k, _ in pairs):
+            query = urlencode([(k, "***" if _secret(k) else v) for k, v in pairs], safe="*")
+            rest = f"{before}?{query}{fragment}"
+    return f"{scheme}://{rest}"
+
+
+def _secret(name: str) -> bool:
+    name = name.lower()
+    return any(s in name for s in _SECRET_PARAMS)
 
 
 def split_hosts(

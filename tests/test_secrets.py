@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 from flask import Flask, g
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from flask_ploy import CacheUnavailable, FlaskPloy, PloyConfigError, PloyError, StateUnavailable
 
@@ -307,3 +309,78 @@ def test_ploy_errors_all_mask(make_app: AppFactory) -> None:
     with pytest.raises(AssertionError, match="leaked"):
         assert_clean(f"redis://:{PW}@h")
     assert issubclass(CacheUnavailable, PloyError) and issubclass(StateUnavailable, PloyError)
+
+
+# -- passwords with any character ------------------------------------------------------------
+
+#: Passwords URL parsers trip on: base64 (``/``, ``+``, ``=``), ``#``, ``?``, ``@``, ``:``.
+ODD_PASSWORDS = ["s3cr3t/Ab+cd==", "pa#ss?w/rd", "p:ss;w0rd/x", "%2Fenc0ded%3F"]
+
+
+@given(
+    password=st.text(
+        st.characters(blacklist_categories=["Cs", "Cc"]), min_size=6, max_size=30
+    ).filter(lambda p: "@" not in p),
+    scheme=st.sampled_from(
+        ["redis", "rediss", "redis+sentinel", "postgresql+psycopg", "mysql+pymysql", "sqlite"]
+    ),
+    user=st.sampled_from(["", "root", "default"]),
+)
+@settings(max_examples=500, deadline=None)
+def test_redact_url_never_shows_a_password(password: str, scheme: str, user: str) -> None:
+    from flask_ploy._urls import redact_url
+
+    url = f"{scheme}://{user}:{password}@h1.example:1234,h2:5/db?timeout=1"
+    assume(password not in url.replace(password, "", 1))  # not also a host, say
+    shown = redact_url(url)
+    assert password not in shown, shown
+    assert "h1.example" in shown or "/" in password or "?" in password or "#" in password
+
+
+@pytest.mark.parametrize("password", ODD_PASSWORDS)
+def test_odd_passwords_are_masked_on_every_state_surface(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture, password: str
+) -> None:
+    """SQLAlchemy connects with such URLs; every place that shows the URL masks it."""
+    servers.need(servers.sql_ok(servers.POSTGRES_URL), f"PostgreSQL at {servers.POSTGRES_URL}")
+    caplog.set_level(logging.DEBUG)
+    good = servers.POSTGRES_URL.replace("root@", f"root:{password}@")  # trust auth ignores it
+    down = f"postgresql+psycopg://root:{password}@127.0.0.1:{servers.free_port()}/test"
+    app = make_app(
+        {"state": {"STATE": "default", "DOWN": "down"}},
+        PLOY_STATE_URL=good,
+        PLOY_STATE_RESOURCES={"down": down},
+        PLOY_STATE_TABLE=f"ploy_secrets_{worker_id()}",
+    )
+    with app.app_context():
+        g.env.STATE.set("k", "v")  # the URL works
+        with pytest.raises(StateUnavailable) as info:
+            g.env.DOWN.get("k")
+        surfaces = [
+            repr(g.env.STATE),
+            repr(g.env.DOWN),
+            everything_about(info.value),
+            repr(app.extensions["ploy"].app_bindings(app)),
+        ]
+        g.env.STATE.clear()
+    runner = app.test_cli_runner()
+    config = runner.invoke(args=["ploy", "config"])
+    check = runner.invoke(args=["ploy", "check"])
+    assert config.exit_code == 0 and check.exit_code == 1
+    assert "root:***@127.0.0.1" in config.output
+    for text in [*surfaces, config.output, check.output, _everything_logged(caplog)]:
+        assert password not in text, text[:500]
+
+
+def test_a_raw_at_sign_in_a_password_is_refused_without_showing_it(tmp_path: Path) -> None:
+    """SQLAlchemy ends the password at the first ``@``: the error must not quote the rest."""
+    password = "p@ss:w0rd"
+    app = Flask("secrets", root_path=str(tmp_path))
+    app.config.update(
+        PLOY_BINDINGS={"state": {"STATE": "default"}},
+        PLOY_STATE_URL=f"postgresql+psycopg://root:{password}@127.0.0.1:5432/test",
+    )
+    with pytest.raises(PloyConfigError, match="percent-encode") as info:
+        FlaskPloy(app)
+    shown = everything_about(info.value)
+    assert "ss:w0rd" not in shown and "w0rd" not in shown, shown

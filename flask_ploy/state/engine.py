@@ -53,8 +53,15 @@ def parse_url(url: str) -> sa.URL:
     """
     try:
         parsed = sa.engine.make_url(url)
-    except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
-        raise PloyConfigError(f"state URL {redact_url(url)}: {exc}") from None
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        # Not the parser's message: it may quote a piece of the password.
+        problem = (
+            "the port is not a number" if isinstance(exc, ValueError) else "not a database URL"
+        )
+        raise PloyConfigError(
+            f"state URL {redact_url(url)}: {problem}; percent-encode special characters"
+            " of a password (urllib.parse.quote(password, safe=''))"
+        ) from None
     backend = parsed.get_backend_name()
     if backend not in DIALECTS:
         raise PloyConfigError(
