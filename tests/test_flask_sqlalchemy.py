@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -9,7 +12,7 @@ import sqlalchemy as sa
 from flask import Flask, g
 from flask_sqlalchemy import SQLAlchemy
 
-from flask_ploy import FlaskPloy, PloyConfigError
+from flask_ploy import FlaskPloy, PloyConfigError, StateUnavailable
 
 
 def make(tmp_path: Any, ploy_first: bool, **config: Any) -> tuple[Flask, SQLAlchemy, FlaskPloy]:
@@ -48,7 +51,10 @@ def test_state_uses_the_users_engine_and_metadata(tmp_path: Any, ploy_first: boo
         db.session.commit()
         g.env.STATE.set("k", "v")
         assert g.env.STATE.incr("n") == 1
-        assert ploy.state_store("STATE").engine is db.engine
+        # A pool of its own on the same database: a request holding an ORM
+        # connection never waits for State's from the same pool.
+        assert ploy.state_store("STATE").engine is not db.engine
+        assert ploy.state_store("STATE").engine.url == db.engine.url
         # The ORM session still works transactionally on the same pool.
         db.session.add(app.Note(text="rolled back"))  # type: ignore[attr-defined]
         db.session.rollback()
@@ -92,7 +98,7 @@ def test_named_bind(tmp_path: Any) -> None:
     with app.app_context():
         db.create_all()
         g.env.STATE.set("k", "v")
-        assert ploy.state_store("STATE").engine is db.engines["kv"]
+        assert ploy.state_store("STATE").engine.url == db.engines["kv"].url
         assert "ploy_state" in sa.inspect(db.engines["kv"]).get_table_names()
         assert "ploy_state" not in sa.inspect(db.engine).get_table_names()
 
@@ -125,3 +131,91 @@ def test_resource_override_uses_its_own_engine(tmp_path: Any) -> None:
     with app.app_context():
         g.env.USER_STATE.set("u", "1")
         assert ploy.state_store("USER_STATE").engine is not db.engine
+
+
+def test_an_orm_flush_then_a_state_write_fails_at_once_on_sqlite(tmp_path: Any) -> None:
+    """SQLite has one writer: the session's flush holds the lock until commit.
+
+    State must not wait for the request's own lock (it used to wait the whole
+    busy timeout, then fail with "database is locked").
+    """
+    app, db, _ = make(tmp_path, ploy_first=False, PLOY_STATE_BUSY_TIMEOUT=5)
+    with app.app_context():
+        db.create_all()
+        g.env.STATE.set("before", "ok")
+        db.session.add(app.Note(text="flushed"))  # type: ignore[attr-defined]
+        db.session.flush()  # the session now holds SQLite's write lock
+        for op in (
+            lambda: g.env.STATE.set("k", "v"),
+            lambda: g.env.STATE.incr("n"),
+            lambda: g.env.STATE.delete("before"),
+        ):
+            start = time.monotonic()
+            with pytest.raises(StateUnavailable, match="db.session.commit"):
+                op()
+            assert time.monotonic() - start < 0.2
+        assert g.env.STATE.get("before") == "ok"  # reads never wait (WAL)
+        db.session.commit()
+        g.env.STATE.set("k", "v")  # after the commit, it writes at once
+        assert g.env.STATE.incr("n") == 1
+
+
+def test_another_writer_is_still_waited_for_with_db(tmp_path: Any) -> None:
+    """Only the request's own lock fails at once; another process's is waited for."""
+    app, db, _ = make(tmp_path, ploy_first=False, PLOY_STATE_BUSY_TIMEOUT=2)
+    with app.app_context():
+        db.create_all()
+        g.env.STATE.set("k", "0")
+    other = sqlite3.connect(f"{tmp_path}/app.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    timer = threading.Timer(0.4, other.rollback)
+    timer.start()
+    try:
+        with app.app_context():
+            start = time.monotonic()
+            g.env.STATE.set("k", "1")
+            assert 0.35 < time.monotonic() - start < 1.5
+            assert g.env.STATE.get("k") == "1"
+    finally:
+        timer.join()
+        other.close()
+
+
+def test_pool_size_concurrency_never_deadlocks_on_its_own_pool(tmp_path: Any) -> None:
+    """Each request holds an ORM connection and uses State: with one pool for
+    both, pool_size such requests at once waited for each other."""
+    app, db, _ = make(
+        tmp_path,
+        ploy_first=False,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 2, "max_overflow": 0, "pool_timeout": 2},
+    )
+    with app.app_context():
+        db.create_all()
+    barrier = threading.Barrier(2, timeout=10)
+    errors: list[BaseException] = []
+
+    def request(i: int) -> None:
+        try:
+            with app.app_context():
+                db.session.execute(sa.text("SELECT 1"))  # holds a pooled connection
+                barrier.wait()
+                g.env.STATE.set(f"k{i}", "v")
+                barrier.wait()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(2)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert errors == []
+    assert time.monotonic() - start < 2
+
+
+def test_db_must_be_flask_sqlalchemy(tmp_path: Any) -> None:
+    app = Flask("fsa", root_path=str(tmp_path))
+    app.config.update(PLOY_BINDINGS={"state": {"STATE": "default"}})
+    with pytest.raises(PloyConfigError, match="takes a flask_sqlalchemy.SQLAlchemy"):
+        FlaskPloy(app, db=object())

@@ -187,3 +187,30 @@ def test_sqlite_first_operation_of_a_context_waits_the_timeout_once(
         lock.close()
     assert isinstance(exc, StateUnavailable)
     assert 0.48 <= elapsed <= 0.5 + SLACK, elapsed
+
+
+def test_an_exhausted_pool_waits_the_pool_timeout(
+    make_app: Any, state_url: str, state_table: str
+) -> None:
+    """More contexts at once than the pool holds: the next waits
+    ``PLOY_STATE_POOL_TIMEOUT``, then gets StateUnavailable (it was a raw
+    ``sqlalchemy.exc.TimeoutError`` after 30 s)."""
+    app = make_app(
+        PLOY_STATE_URL=state_url,
+        PLOY_STATE_TABLE=state_table,
+        PLOY_STATE_POOL_TIMEOUT=0.5,
+        PLOY_STATE_ENGINE_OPTIONS={"pool_size": 2, "max_overflow": 0},
+    )
+    with contextlib.ExitStack() as stack:
+        for _ in range(2):  # two contexts that each hold a connection
+            stack.enter_context(app.app_context())
+            g.env.STATE.get("k")
+        with app.app_context():
+            elapsed, exc = _timed(OPS["get"])
+    assert isinstance(exc, StateUnavailable), exc
+    assert "PLOY_STATE_POOL_TIMEOUT" in str(exc)
+    assert 0.48 <= elapsed <= 0.5 + SLACK, elapsed
+    with app.app_context():  # every connection went back
+        assert g.env.STATE.get("k") is None
+        store = app.extensions["ploy"].state_store("STATE")
+        assert store.engine.pool.checkedout() == 1

@@ -173,6 +173,7 @@ class Lease:
                     if problem is Problem.DISCONNECT:
                         reconnected = True
                     else:  # Problem.RETRY: pause a little, then wait in the database
+                        self.store.check_conflict()
                         remaining = deadline - time.monotonic()
                         if remaining > 0:
                             time.sleep(min(delay * (0.5 + random.random()), remaining))

@@ -57,6 +57,8 @@ class Dialect:
     ping: ClassVar[str] = "SELECT 1"
     #: Appended to a read that locks the row for the rest of the transaction.
     lock_suffix: ClassVar[str] = " FOR UPDATE"
+    #: Let the database itself wait for locks (else fail at once and retry).
+    wait_in_database = True
 
     def __init__(self, sa_dialect: sa.Dialect, table: str) -> None:
         preparer = sa_dialect.identifier_preparer
@@ -164,6 +166,15 @@ class Dialect:
         """
         self.set_lock_wait(conn.cursor(), self.first_wait(settings.busy_timeout))
 
+    def first_wait(self, timeout: float) -> float:
+        """Seconds the database itself waits for a lock on an operation's
+        first attempt, for a busy timeout of *timeout* seconds."""
+        return self.server_wait(timeout) if self.wait_in_database else 0.0
+
+    def server_wait(self, timeout: float) -> float:
+        """The longest lock wait the database can be told, up to *timeout*."""
+        return timeout
+
     def autocommit(self, conn: Any, on: bool) -> bool:
         """Set autocommit mode; return the previous mode."""
         raise NotImplementedError
@@ -171,11 +182,6 @@ class Dialect:
     def in_transaction(self, conn: Any) -> bool:
         """Whether a transaction is open on *conn*."""
         raise NotImplementedError
-
-    def first_wait(self, timeout: float) -> float:
-        """Seconds the database itself waits for a lock on an operation's
-        first attempt, for a busy timeout of *timeout* seconds."""
-        return timeout
 
     def set_lock_wait(self, cur: Any, seconds: float) -> None:
         """Make the database wait at most *seconds* for a lock, from now on."""
@@ -352,7 +358,7 @@ class MySQLDialect(Dialect):
     def in_transaction(self, conn: Any) -> bool:
         return bool(getattr(conn, "server_status", 0) & 1)  # SERVER_STATUS_IN_TRANS
 
-    def first_wait(self, timeout: float) -> float:
+    def server_wait(self, timeout: float) -> float:
         return float(math.floor(timeout))  # the server counts whole seconds
 
     def set_lock_wait(self, cur: Any, seconds: float) -> None:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from .._urls import redact_url
 from ..errors import PloyConfigError, StateUnavailable
 from . import engine as _engine
+from . import flask_db
 from .connections import Lease
 from .dialects import DIALECTS, Dialect
 from .schema import DEFAULT_TABLE, make_table
@@ -66,16 +67,17 @@ class StateStore:
         self._dialect_class: type[Dialect] | None = None
         #: The driver's base exception class, once known.
         self.dbapi_error: type[BaseException] = sa.exc.DBAPIError
+        #: The connections come from Flask-SQLAlchemy's own pool (one it cannot
+        #: copy); their autocommit mode is restored when they go back.
+        self.foreign = False
         if db is not None:
+            flask_db.check(db)
             self.display_url = f"Flask-SQLAlchemy bind {bind or 'default'!r}"
-            metadata = db.metadata if bind is None else _bind_metadata(db, bind)
-            self.table = make_table(metadata, settings.table)
-            self.foreign = True
+            self.table = make_table(flask_db.bind_metadata(db, bind), settings.table)
         else:
             assert url is not None
             self.display_url = redact_url(url)
             self.table = make_table(sa.MetaData(), settings.table)
-            self.foreign = False
             self._engine = _engine.create_engine(
                 url, engine_options or {}, pool_timeout=settings.pool_timeout
             )
@@ -108,24 +110,42 @@ class StateStore:
 
     @property
     def engine(self) -> sa.Engine:
-        """The SQLAlchemy engine (needs an app context with ``db=``)."""
-        if self._engine is not None:
-            return self._engine
-        try:
-            engines = self._db.engines
-        except RuntimeError as exc:
-            raise RuntimeError(
-                "FlaskPloy was given db=, but the current app is not registered"
-                " with that Flask-SQLAlchemy instance. Call db.init_app(app) as well."
-            ) from exc
-        if self._bind not in engines:
-            raise PloyConfigError(
-                f"PLOY_STATE_BIND: Flask-SQLAlchemy has no bind {self._bind!r};"
-                f" its binds are {sorted(k or 'None' for k in engines)}"
-            )
-        engine: sa.Engine = engines[self._bind]
-        _engine.track(engine)
+        """The engine State's connections come from.
+
+        With ``db=``: an engine on Flask-SQLAlchemy's database with a pool of
+        its own, made like Flask-SQLAlchemy's on first use (needs an app
+        context), or Flask-SQLAlchemy's engine itself when its pool is one
+        connection (``StaticPool``).
+        """
+        engine = self._engine
+        if engine is None:
+            with self._lock:
+                engine = self._engine
+                if engine is None:
+                    user = flask_db.user_engine(self._db, self._bind)
+                    engine = flask_db.sibling_engine(user)
+                    self.foreign = engine is None
+                    engine = self._engine = engine or user
+                    _engine.track(engine)
         return engine
+
+    def check_conflict(self) -> None:
+        """Called when an operation met a lock: raise at once if the lock is
+        the request's own Flask-SQLAlchemy session's (SQLite with ``db=``).
+
+        :raises StateUnavailable: Waiting could only end at the deadline.
+        """
+        if self._db is None or "sqlite" not in self.dialect_class.names:
+            return
+        user = flask_db.user_engine(self._db, self._bind)
+        if flask_db.session_holds_write_lock(self._db, user):
+            raise StateUnavailable(
+                f"state database {self.display_url}: this request's Flask-SQLAlchemy session"
+                " holds SQLite's write lock (it flushed changes and has not committed), so a"
+                " State write would wait for it until it gave up. Commit first"
+                " (db.session.commit()), or keep State in a database file of its own"
+                " (PLOY_STATE_RESOURCES or a FlaskPloy without db=)"
+            )
 
     def _setup(self, engine: sa.Engine) -> Dialect:
         """Create the table if missing and prepare the dialect; once."""
@@ -144,7 +164,12 @@ class StateStore:
                         f"state database {self.display_url}: cannot create table"
                         f" {self.settings.table!r}: {_engine.reason(exc)}"
                     ) from exc
-            self.dialect = dialect = cls(engine.dialect, self.settings.table)
+            dialect = cls(engine.dialect, self.settings.table)
+            if self._db is not None:
+                # The request's own session may hold the lock: never wait in
+                # the database, so check_conflict() runs on the first conflict.
+                dialect.wait_in_database = False
+            self.dialect = dialect
             return dialect
 
     def checkout(self, lease: Lease) -> None:
@@ -214,7 +239,7 @@ class StateStore:
 
     def dispose(self) -> None:
         """Close the pool's connections, if flask-ploy owns the engine."""
-        if self._engine is not None:
+        if self._engine is not None and not (self._db is not None and self.foreign):
             _engine.dispose(self._engine)
 
     def ping(self) -> None:
@@ -231,13 +256,3 @@ class StateStore:
     def _ping(self, cur: Any) -> None:
         cur.execute(self.dialect.ping)
         cur.fetchall()
-
-
-def _bind_metadata(db: Any, bind: str) -> sa.MetaData:
-    metadatas = getattr(db, "metadatas", {})
-    if bind in metadatas:
-        return metadatas[bind]  # type: ignore[no-any-return]
-    make = getattr(db, "_make_metadata", None)
-    if make is None:  # pragma: no cover - other SQLAlchemy extensions
-        raise PloyConfigError("PLOY_STATE_BIND needs Flask-SQLAlchemy 3.0 or later")
-    return make(bind)  # type: ignore[no-any-return]
