@@ -201,6 +201,8 @@ def test_an_exhausted_pool_waits_the_pool_timeout(
         PLOY_STATE_POOL_TIMEOUT=0.5,
         PLOY_STATE_ENGINE_OPTIONS={"pool_size": 2, "max_overflow": 0},
     )
+    with app.app_context():
+        g.env.STATE.clear()
     with contextlib.ExitStack() as stack:
         for _ in range(2):  # two contexts that each hold a connection
             stack.enter_context(app.app_context())
