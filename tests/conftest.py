@@ -102,6 +102,12 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     return _state_url(request.param, tmp_path)
 
 
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server_state_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """Each database server in turn (row locks, sessions that can be killed)."""
+    return _state_url(request.param, tmp_path)
+
+
 @pytest.fixture
 def state_table() -> str:
     """A table per test worker, so parallel runs never share rows."""

@@ -22,7 +22,6 @@ from flask import Flask, g
 
 from flask_ploy import StateUnavailable
 
-from .conftest import _state_url
 
 #: The bound under test, and the slack the contract allows above it.
 SLACK = 0.05
@@ -148,18 +147,12 @@ def test_a_locked_table_fails_every_operation_within_the_busy_timeout(
         g.env.STATE.set("after", "ok")
 
 
-@pytest.fixture(params=["postgresql", "mariadb"])
-def row_lock_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    """The databases with row locks (SQLite's write lock is the table test's)."""
-    return _state_url(request.param, tmp_path)
-
-
 @pytest.mark.parametrize("op", ["set", "delete", "incr", "update", "set_many", "delete_many"])
 @pytest.mark.parametrize("timeout", [0.5, 1.3])
 def test_a_row_lock_fails_writes_within_the_busy_timeout(
-    make_app: Any, row_lock_url: str, state_table: str, op: str, timeout: float
+    make_app: Any, server_state_url: str, state_table: str, op: str, timeout: float
 ) -> None:
-    state_url = row_lock_url
+    state_url = server_state_url
     app = _app(make_app, state_url, state_table, timeout)
     with app.app_context():
         g.env.STATE.set_many({"a": "1", "b": "2"})

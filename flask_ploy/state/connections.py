@@ -171,7 +171,10 @@ class Lease:
                 if failed is not None:
                     problem = self._settle(failed, label, write, sent, idempotent, reconnected)
                     if problem is Problem.DISCONNECT:
+                        # A new connection, and the whole lock budget again:
+                        # the broken one may have been cut off at any time.
                         reconnected = True
+                        deadline = time.monotonic() + self.store.settings.busy_timeout
                     else:  # Problem.RETRY: pause a little, then wait in the database
                         self.store.check_conflict()
                         remaining = deadline - time.monotonic()
