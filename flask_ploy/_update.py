@@ -154,6 +154,8 @@ def _check_operand(op: str, path: str, operand: Any) -> None:
             json.dumps(operand, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{op} {path!r}: operand is not JSON-serializable: {exc}") from None
+        except RecursionError:
+            raise ValueError(f"{op} {path!r}: operand is nested too deeply") from None
 
 
 def _fits(node: Any, part: Part) -> bool:
@@ -288,7 +290,8 @@ def apply_ops(doc: dict[str, Any], steps: list[Step]) -> dict[str, Any]:
 def decode_object(raw: str | None, key: str) -> dict[str, Any]:
     """Decode the stored value of *key* for ``update``; ``{}`` when missing.
 
-    :raises ValueError: The value is not a JSON object.
+    :raises ValueError: The value is not a JSON object, or is nested too
+        deeply to decode.
     """
     if raw is None:
         return {}
@@ -296,6 +299,10 @@ def decode_object(raw: str | None, key: str) -> dict[str, Any]:
         doc = json.loads(raw)
     except ValueError:
         doc = raw
+    except RecursionError:
+        raise ValueError(
+            f"value of {key!r} is nested too deeply to decode, so update cannot apply"
+        ) from None
     if not isinstance(doc, dict):
         shown = raw if len(raw) <= 40 else raw[:40] + "..."
         raise ValueError(

@@ -422,3 +422,40 @@ def test_load_of_a_one_shot_iterator_is_never_half_retried(
     with pytest.raises(StateUnavailable, match="lock conflict.*nothing was written"):
         s.load(pairs(), replace=True)
     assert dict(s.items()) == {"keep": "me"}
+
+
+def test_update_of_deeply_nested_json_is_a_value_error(state_env: Any) -> None:
+    """Not the database's failure (it was reported as StateUnavailable, a 503)."""
+    s = state_env.STATE
+    deep = '{"a":' * 100_000 + "1" + "}" * 100_000
+    s.set("deep", deep)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        s.update("deep", {"$set": {"b": 1}})
+    nested: Any = 1
+    for _ in range(100_000):
+        nested = [nested]
+    s.set("doc", "{}")
+    with pytest.raises(ValueError, match="nested too deeply"):
+        s.update("doc", {"$set": {"b": nested}})
+    assert s.get("deep") == deep and s.get("doc") == "{}"
+
+
+class _Interrupt(BaseException):
+    """Like KeyboardInterrupt or gevent.Timeout: not an Exception."""
+
+
+def test_exceptions_that_are_not_the_databases_propagate_unchanged(state_env: Any) -> None:
+    s = state_env.STATE
+    s.set("keep", "me")
+
+    def pairs(error: BaseException) -> Any:
+        yield "a", "1"
+        raise error
+
+    for error in (_Interrupt("stop"), RecursionError("deep"), KeyError("x")):
+        with pytest.raises(type(error)) as info:
+            s.load(pairs(error))
+        assert info.value is error  # the very exception, not a StateUnavailable
+        assert dict(s.items()) == {"keep": "me"}  # rolled back
+    s.set("after", "ok")  # the connection is usable (or was replaced)
+    assert s.get("after") == "ok"
