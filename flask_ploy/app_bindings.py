@@ -174,6 +174,7 @@ def _build_states(into: AppBindings, instance_path: str, db: Any) -> None:
         max_key_bytes=s.max_key_bytes,
         max_value_bytes=s.max_value_bytes,
         sqlite_synchronous=s.state_sqlite_synchronous,
+        sqlite_wal_limit=s.state_sqlite_wal_limit,
         busy_timeout=s.state_busy_timeout,
         pool_timeout=s.state_pool_timeout,
     )

@@ -240,6 +240,7 @@ DEFAULTS: dict[str, Any] = {
     "PLOY_STATE_BIND": None,
     "PLOY_STATE_TABLE": "ploy_state",
     "PLOY_STATE_SQLITE_SYNCHRONOUS": "NORMAL",
+    "PLOY_STATE_SQLITE_WAL_LIMIT": 64 * 1024 * 1024,
     "PLOY_STATE_BUSY_TIMEOUT": 10.0,
     "PLOY_STATE_POOL_TIMEOUT": 10.0,
     "PLOY_MAX_KEY_BYTES": 512,
@@ -270,6 +271,7 @@ class Settings:
     state_bind: str | None
     state_table: str
     state_sqlite_synchronous: str
+    state_sqlite_wal_limit: int
     state_busy_timeout: float
     state_pool_timeout: float
     max_key_bytes: int
@@ -363,6 +365,7 @@ def read_settings(config: Mapping[str, Any], bindings: Bindings) -> Settings:
         state_bind=bind,
         state_table=table,
         state_sqlite_synchronous=sync,
+        state_sqlite_wal_limit=_number(config, "PLOY_STATE_SQLITE_WAL_LIMIT", 1024 * 1024, True),
         state_busy_timeout=float(_number(config, "PLOY_STATE_BUSY_TIMEOUT", 0.001, False)),
         state_pool_timeout=float(_number(config, "PLOY_STATE_POOL_TIMEOUT", 0, False)),
         max_key_bytes=max_key,

@@ -22,7 +22,6 @@ from flask import Flask, g
 
 from flask_ploy import StateUnavailable
 
-
 #: The bound under test, and the slack the contract allows above it.
 SLACK = 0.05
 

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
+
+#: Seconds a WAL checkpoint may wait for readers (see :meth:`SQLiteDialect.on_checkout`).
+WAL_CHECKPOINT_WAIT = 0.2
 
 
 class Problem(enum.Enum):
@@ -60,7 +64,9 @@ class Dialect:
     #: Let the database itself wait for locks (else fail at once and retry).
     wait_in_database = True
 
-    def __init__(self, sa_dialect: sa.Dialect, table: str) -> None:
+    def __init__(self, sa_dialect: sa.Dialect, table: str, database: str | None = None) -> None:
+        #: The database name of the engine's URL (SQLite: the file).
+        self.database = database
         preparer = sa_dialect.identifier_preparer
         self.sa_dialect = sa_dialect
         self._format = sa_dialect.paramstyle in ("format", "pyformat")
@@ -175,6 +181,9 @@ class Dialect:
         """The longest lock wait the database can be told, up to *timeout*."""
         return timeout
 
+    def on_checkout(self, conn: Any, settings: Any) -> None:
+        """Housekeeping each time a context borrows *conn* (cheap: once per context)."""
+
     def autocommit(self, conn: Any, on: bool) -> bool:
         """Set autocommit mode; return the previous mode."""
         raise NotImplementedError
@@ -225,6 +234,34 @@ class SQLiteDialect(Dialect):
         if mode.lower() not in ("wal", "memory"):
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {settings.sqlite_synchronous}")
+        # A checkpoint that restarts the WAL truncates it to this size.
+        conn.execute(f"PRAGMA journal_size_limit = {int(settings.sqlite_wal_limit)}")
+
+    def on_checkout(self, conn: Any, settings: Any) -> None:
+        """Keep the WAL under ``PLOY_STATE_SQLITE_WAL_LIMIT``.
+
+        Overlapping readers keep SQLite's own (passive) checkpoints from ever
+        restarting the WAL, so it grows without bound. Past the limit, a
+        ``TRUNCATE`` checkpoint waits (at most :data:`WAL_CHECKPOINT_WAIT`
+        seconds, holding back new writers meanwhile) for the readers of the
+        moment to finish, copies the WAL into the database and empties it;
+        if readers outlast the wait, the next context tries again.
+        """
+        if not self.database or self.database.startswith("file:"):
+            return  # in memory, or a URI (mode=ro, memdb): nothing to keep small
+        try:
+            size = os.stat(self.database + "-wal").st_size
+        except OSError:
+            return
+        if size <= settings.sqlite_wal_limit:
+            return
+        self.set_lock_wait(conn, WAL_CHECKPOINT_WAIT)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except conn.Error:  # best effort: a read-only file, a busy moment
+            pass
+        finally:
+            self.set_lock_wait(conn, self.first_wait(settings.busy_timeout))
 
     def autocommit(self, conn: Any, on: bool) -> bool:
         previous = conn.isolation_level is None

@@ -36,6 +36,7 @@ class StateSettings:
     max_key_bytes: int = 512
     max_value_bytes: int = 25 * 1024 * 1024
     sqlite_synchronous: str = "NORMAL"
+    sqlite_wal_limit: int = 64 * 1024 * 1024
     busy_timeout: float = 10.0
     pool_timeout: float = 10.0
 
@@ -164,7 +165,7 @@ class StateStore:
                         f"state database {self.display_url}: cannot create table"
                         f" {self.settings.table!r}: {_engine.reason(exc)}"
                     ) from exc
-            dialect = cls(engine.dialect, self.settings.table)
+            dialect = cls(engine.dialect, self.settings.table, database=engine.url.database)
             if self._db is not None:
                 # The request's own session may hold the lock: never wait in
                 # the database, so check_conflict() runs on the first conflict.
@@ -202,6 +203,7 @@ class StateStore:
             if "ploy" not in fairy.info:
                 dialect.prepare(conn, self.settings)
                 fairy.info["ploy"] = True
+            dialect.on_checkout(conn, self.settings)
             cur = conn.cursor()
         except Exception as exc:
             fairy.invalidate(exc)
