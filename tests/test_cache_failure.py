@@ -169,6 +169,6 @@ def test_a_bad_value_is_not_an_outage(make_app: Any) -> None:
         g.env.CACHE.set("word", "abc")
         with pytest.raises(ValueError, match="not an integer"):
             g.env.CACHE.incr("word")
-        assert g.env.CACHE.backend.down_until == 0.0
+        assert g.env.CACHE.backend.breaker.open_until == 0.0
         assert g.env.CACHE.get("word") == "abc"
         g.env.CACHE.clear()
