@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +53,37 @@ def test_memory_bound_from_config(make_app: Any) -> None:
         assert len(g.env.CACHE.backend) == 100
         assert g.env.CACHE.get("k249") == "v"
         assert g.env.CACHE.get("k0") is None
+
+
+def test_memory_is_bounded_in_bytes(record_property: Any) -> None:
+    """Issue 12 #16: 100 values of 1 MiB into a 10 MiB memory:// cache hold
+    at most 10 MiB (as tracemalloc measures it), keeping the newest."""
+    backend = MemoryBackend(max_bytes=10 * 2**20)
+    cache = Cache("CACHE", "default", backend)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(100):
+            cache.set(f"k{i}", f"{i:03d}" + "x" * (2**20 - 3))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    record_property(
+        "ploy_figure",
+        f"memory://, 100 values of 1 MiB under a 10 MiB bound: {held / 2**20:.1f} MiB held,"
+        f" {len(backend)} entries kept",
+    )
+    assert held <= 10.5 * 2**20 and backend.bytes <= backend.max_bytes
+    assert len(backend) == 9
+    assert cache.get("k99") is not None and cache.get("k90") is None
+    cache.set("k99", "x" * (11 * 2**20))  # larger than the whole bound: not kept
+    assert cache.get("k99") is None and cache.get("k98") is not None
+
+
+def test_memory_default_byte_bound(make_app: Any) -> None:
+    app = make_app()
+    with app.app_context():
+        assert g.env.CACHE.backend.max_bytes == 64 * 2**20
 
 
 def test_memory_ttl_on_a_fake_clock() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -15,7 +16,7 @@ from .._validate import (
     check_value,
 )
 from ..errors import CacheUnavailable
-from .base import CacheBackend
+from .base import CacheBackend, Unavailable
 
 T = TypeVar("T")
 
@@ -25,19 +26,26 @@ class Cache:
 
     Keys are non-empty ``str`` of at most ``PLOY_MAX_KEY_BYTES`` (512) bytes
     in UTF-8; values are ``str`` of at most ``PLOY_MAX_VALUE_BYTES``. A
-    ``ttl`` is whole seconds >= 1 (``int`` or :class:`~datetime.timedelta`);
-    ``None`` keeps the entry until it is overwritten or evicted.
+    ``ttl`` is whole seconds from 1 to 100 years (``int`` or
+    :class:`~datetime.timedelta`); ``None`` keeps the entry until it is
+    overwritten or evicted.
 
     When the backend fails, ``get``/``get_many`` return misses and
-    ``set``/``set_many``/``delete`` are dropped (logged and counted), unless
-    ``PLOY_CACHE_ON_ERROR = "raise"``, which raises
+    ``set``/``set_many``/``delete`` are not done (logged and counted),
+    unless ``PLOY_CACHE_ON_ERROR = "raise"``, which raises
     :class:`~flask_ploy.CacheUnavailable`. ``incr`` and ``add`` always raise
     it. Bad arguments raise :class:`TypeError` or :class:`ValueError` and
     write nothing.
+
+    A ``delete``, ``set`` or ``set_many`` that fails is not forgotten: its
+    keys are remembered in this process (10,000 per backend) and deleted on
+    the server before this process reads, counts or adds them again, and in
+    batches as soon as the server answers. Until then this process serves
+    misses for them, never the old values. Past 10,000 keys, the binding's
+    whole resource is cleared when the server answers again.
     """
 
     __slots__ = (
-        "_breaker",
         "_key_chars",
         "_max_key",
         "_max_value",
@@ -65,7 +73,6 @@ class Cache:
         self.resource = resource
         #: The :class:`CacheBackend` shared by bindings on the same URL.
         self.backend = backend
-        self._breaker = backend.breaker
         self._namespace = f"{prefix}:{resource}:"
         self._max_key = max_key_bytes
         self._key_chars = max_key_bytes // 4  # a key of up to this many chars always fits
@@ -79,39 +86,106 @@ class Cache:
 
     # -- failure policy ---------------------------------------------------
 
-    def _skipped(self, op: str, strict: bool) -> None:
-        """The breaker is open: raise, or return so the caller serves a miss."""
+    def _policy(self, error: Unavailable, default: T, strict: bool) -> T:
+        """Raise :class:`CacheUnavailable`, or return *default* (a miss)."""
         if self._raise or strict:
-            raise CacheUnavailable(
-                f"cache backend {self.backend.display_url} is unavailable"
-                f" (failed within the last {self.backend.cooldown:g} s); {self.name}.{op} not tried"
-            )
+            raise CacheUnavailable(error.reason) from error
+        return default
 
-    def _failed(self, op: str, exc: BaseException, strict: bool = False) -> None:
-        """Count and log *exc*; raise, or return so the caller serves a miss."""
-        self.backend.record_failure(op, exc)
-        if self._raise or strict:
-            raise CacheUnavailable(
-                f"cache backend {self.backend.display_url} failed on"
-                f" {self.name}.{op}: {type(exc).__name__}: {exc}"
-            ) from exc
+    def _failed(self, op: str, exc: BaseException, default: T, writes: Collection[str] = ()) -> T:
+        """An inlined operation failed: count, remember *writes*, apply the policy."""
+        backend = self.backend
+        error = backend.record_failure(f"{self.name}.{op}", exc)
+        if writes:
+            backend.remember(writes, self._namespace)
+        return self._policy(error, default, False)
 
-    def _call(self, op: str, default: T, strict: bool, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` under the failure policy; every operation but
-        ``get`` and ``set`` (which inline it) goes through here.
+    def _call(
+        self,
+        op: str,
+        default: T,
+        strict: bool,
+        fn: Callable[..., T],
+        *args: Any,
+        reads: Collection[str] = (),
+        writes: Collection[str] = (),
+    ) -> T:
+        """Run ``fn(*args)`` under the breaker and the failure policy.
+
+        Every operation but ``get`` and ``set`` goes through here; those two
+        inline the common case, and come here while the backend is degraded.
 
         :param default: What a failure returns in ``"miss"`` mode.
         :param strict: Raise :class:`CacheUnavailable` in every mode.
+        :param reads: Full keys whose pending invalidations must be applied
+            first; if one cannot be, *fn* is not called.
+        :param writes: Full keys *fn* overwrites or deletes: no longer
+            pending when it succeeds, pending when it fails.
         """
-        if not self._breaker.allow():
-            self._skipped(op, strict)
-            return default
         backend = self.backend
         try:
+            result: T = backend.breaker.call(
+                f"{self.name}.{op}", backend.classify, backend.errors,
+                self._apply, fn, args, reads, writes,
+            )  # fmt: skip
+            return result
+        except Unavailable as error:
+            if writes:
+                keys = writes if error.keys is None else error.keys
+                backend.remember(keys, self._namespace)
+            return self._policy(error, default, strict)
+        finally:
+            if backend.degraded:
+                backend.update_degraded()
+
+    def _apply(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        reads: Collection[str],
+        writes: Collection[str],
+    ) -> T:
+        """``fn(*args)``, after the pending invalidations of *reads*; forget
+        those of *writes* when it succeeds."""
+        pending = self.backend.pending
+        if not pending:
             return fn(*args)
-        except backend.errors as exc:
-            self._failed(op, exc, strict)
-            return default
+        blocked = self._invalidate(reads)
+        if blocked:
+            raise Unavailable(
+                f"cache backend {self.backend.display_url}: {len(blocked)} pending"
+                f" invalidation(s) of {self.name} could not be applied",
+                keys=blocked,
+            )
+        before = pending.snapshot(writes)
+        result = fn(*args)
+        pending.discard(before)
+        return result
+
+    def _invalidate(self, reads: Collection[str]) -> list[str]:
+        """Apply the pending invalidations of *reads* (and, once per cooldown,
+        a batch of the others); return those of *reads* still pending.
+
+        If this resource lost track of its invalidations, it is cleared first
+        (tried once per cooldown; until then every key of *reads* is blocked).
+        """
+        backend = self.backend
+        pending = backend.pending
+        now = time.monotonic()
+        ns = self._namespace
+        if pending.lost(ns):
+            if not pending.due(ns, now, backend.cooldown):
+                return list(reads)
+            since = pending.seq
+            backend.clear(ns)
+            pending.cleared(ns, since)
+        todo = pending.snapshot(reads)
+        keys = {**pending.batch(), **todo} if pending.due("", now, backend.cooldown) else todo
+        if not keys:
+            return []
+        done = set(backend.delete_keys(list(keys)))
+        pending.discard({k: seq for k, seq in keys.items() if k in done})
+        return [k for k in todo if k not in done]
 
     # -- operations -------------------------------------------------------
 
@@ -123,16 +197,14 @@ class Cache:
         """
         if type(key) is not str or not key or len(key) > self._key_chars:
             check_key(key, self._max_key)
-        breaker = self._breaker
-        if breaker.open_until and not breaker.allow():
-            self._skipped("get", False)
-            return None
         backend = self.backend
+        if backend.degraded:
+            full = self._namespace + key
+            return self._call("get", None, False, backend.get, full, reads=(full,))
         try:
             return backend.get(self._namespace + key)
         except backend.errors as exc:
-            self._failed("get", exc)
-            return None
+            return self._failed("get", exc, None)
 
     def set(self, key: str, value: str, ttl: int | timedelta | None = None) -> None:
         """Store *value* under *key*, replacing any value, for *ttl* seconds.
@@ -145,23 +217,25 @@ class Cache:
             check_value(value, self._max_value)
         if ttl is not None:
             ttl = check_ttl(ttl)
-        breaker = self._breaker
-        if breaker.open_until and not breaker.allow():
-            self._skipped("set", False)
-            return
         backend = self.backend
+        full = self._namespace + key
+        if backend.degraded:
+            self._call("set", None, False, backend.set, full, value, ttl, writes=(full,))
+            return
         try:
-            backend.set(self._namespace + key, value, ttl)
+            backend.set(full, value, ttl)
         except backend.errors as exc:
-            self._failed("set", exc)
+            self._failed("set", exc, None, (full,))
 
     def delete(self, key: str) -> bool:
         """Remove *key*; return whether it was present.
 
-        Returns ``False`` when the backend fails in ``"miss"`` mode.
+        When the backend fails in ``"miss"`` mode, returns ``False`` and
+        remembers the key: it is deleted before this process serves it again.
         """
         check_key(key, self._max_key)
-        return self._call("delete", False, False, self.backend.delete, self._namespace + key)
+        full = self._namespace + key
+        return self._call("delete", False, False, self.backend.delete, full, writes=(full,))
 
     def incr(self, key: str, amount: int = 1, ttl: int | timedelta | None = None) -> int:
         """Add *amount* to the integer at *key* atomically; return the result.
@@ -172,14 +246,15 @@ class Cache:
 
         :raises ValueError: The value is not a decimal integer, or the result
             leaves the 64-bit range; the value is left unchanged.
-        :raises CacheUnavailable: The backend failed (in every mode).
+        :raises CacheUnavailable: The backend failed or refused the write
+            (out of memory, read-only replica, no permission, ...), in every mode.
         """
         check_key(key, self._max_key)
         amount = check_amount(amount)
         ttl = check_ttl(ttl)
         full = self._namespace + key
         try:
-            return self._call("incr", 0, True, self.backend.incr, full, amount, ttl)
+            return self._call("incr", 0, True, self.backend.incr, full, amount, ttl, reads=(full,))
         except ValueError as exc:  # name the caller's key, not the namespaced one
             raise ValueError(str(exc).replace(repr(full), repr(key), 1)) from None
 
@@ -191,17 +266,44 @@ class Cache:
         check_key(key, self._max_key)
         check_value(value, self._max_value)
         ttl = check_ttl(ttl)
-        return self._call("add", False, True, self.backend.add, self._namespace + key, value, ttl)
+        full = self._namespace + key
+        return self._call("add", False, True, self.backend.add, full, value, ttl, reads=(full,))
 
     def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:
         """Return ``{key: value or None}`` for *keys*, in one round trip.
 
-        All misses when the backend fails in ``"miss"`` mode.
+        Misses for the keys the backend fails to read in ``"miss"`` mode (on
+        a Cluster, only those of the failing nodes).
         """
         keys = check_keys(keys, self._max_key)
         ns = self._namespace
-        values = self._call("get_many", None, False, self.backend.get_many, [ns + k for k in keys])
+        values = self._call("get_many", None, False, self._read_many, [ns + k for k in keys])
         return dict.fromkeys(keys) if values is None else dict(zip(keys, values))
+
+    def _read_many(self, full: list[str]) -> list[str | None]:
+        """``backend.get_many(full)``, with misses for the keys whose pending
+        invalidation cannot be applied, or (Cluster) whose node fails."""
+        backend = self.backend
+        blocked = set(self._invalidate(full)) if backend.pending else set()
+        wanted = [k for k in full if k not in blocked] if blocked else full
+        try:
+            values = backend.get_many(wanted)
+            failed: Unavailable | None = None
+        except Unavailable as exc:
+            if exc.values is None:
+                raise
+            values, failed = exc.values, exc
+        if failed is not None and self._raise:
+            raise failed
+        if not blocked:
+            return values
+        if self._raise:
+            raise Unavailable(
+                f"cache backend {backend.display_url}: {len(blocked)} pending"
+                f" invalidation(s) of {self.name} could not be applied"
+            )
+        found = dict(zip(wanted, values))
+        return [found.get(k) for k in full]
 
     def set_many(self, mapping: Mapping[str, str], ttl: int | timedelta | None = None) -> None:
         """Store every pair of *mapping*, each for *ttl* seconds, in one round trip.
@@ -211,10 +313,9 @@ class Cache:
         """
         items = check_mapping(mapping, self._max_key, self._max_value)
         ttl = check_ttl(ttl)
-        ns = self._namespace
-        self._call(
-            "set_many", None, False, self.backend.set_many, [(ns + k, v) for k, v in items], ttl
-        )
+        full = [(self._namespace + k, v) for k, v in items]
+        writes = [k for k, _ in full]
+        self._call("set_many", None, False, self.backend.set_many, full, ttl, writes=writes)
 
     def clear(self) -> int:
         """Delete every key of this binding's resource; return how many.
@@ -222,4 +323,8 @@ class Cache:
         Scans the keyspace on Redis: meant for tests and maintenance, not
         for requests. Failures raise the backend's own exception.
         """
-        return self.backend.clear(self._namespace)
+        pending = self.backend.pending
+        since = pending.seq
+        n = self.backend.clear(self._namespace)
+        pending.cleared(self._namespace, since)
+        return n

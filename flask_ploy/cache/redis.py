@@ -4,6 +4,7 @@ URL parsing)."""
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
@@ -14,7 +15,7 @@ import redis.exceptions
 from .._urls import redact_url, split_hosts
 from .._validate import not_integer
 from ..errors import PloyConfigError
-from .base import CacheBackend
+from .base import CacheBackend, Fault, Unavailable
 
 #: Client options flask-ploy sets unless ``PLOY_CACHE_OPTIONS`` overrides them.
 #: Explicit timeouts keep a hung Redis from hanging requests; the pool is
@@ -35,10 +36,13 @@ if created then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return redis.call('GET', KEYS[1])
 """
 
-#: Exceptions of redis-py that mean the server failed.
+#: Exceptions of redis-py that mean the server failed (and flask-ploy's own
+#: :class:`~flask_ploy.cache.base.Unavailable`, already counted).
 REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    Unavailable,
     redis.exceptions.RedisError,
     redis.exceptions.RedisClusterException,
+    OSError,  # should redis-py let a socket error through unwrapped
 )
 #: The subset that means the server is unreachable (opens the breaker).
 TRIPPING: tuple[type[BaseException], ...] = (
@@ -48,6 +52,70 @@ TRIPPING: tuple[type[BaseException], ...] = (
     redis.exceptions.RedisClusterException,
     OSError,
 )
+#: Error replies of INCRBY that mean bad data, not a failing server.
+BAD_COUNTER = ("value is not an integer", "would overflow", "WRONGTYPE")
+
+
+class PoolTimeout(redis.exceptions.MaxConnectionsError):
+    """No connection of the pool came free within its ``timeout``."""
+
+
+class WaitingPool(redis.BlockingConnectionPool):
+    """A :class:`redis.BlockingConnectionPool` whose wait for a free
+    connection ends in :class:`PoolTimeout`, a
+    :class:`~redis.exceptions.MaxConnectionsError` (which redis-py's Cluster
+    client does not take for a failing node) instead of a plain
+    ``ConnectionError``."""
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except redis.exceptions.ConnectionError as exc:
+            if isinstance(exc.__context__, queue.Empty):
+                raise PoolTimeout(
+                    f"all {self.max_connections} connections busy for {self.timeout:g} s"
+                ) from None
+            raise
+
+    def disconnect_free_connections(self, moving_address_src: str | None = None) -> None:
+        """Disconnect the idle connections, taking them out of the queue first.
+
+        redis-py's version disconnects a snapshot of the queue while
+        ``get_connection`` keeps handing connections out, so a thread could
+        get one that is being disconnected (``AttributeError`` in the reply
+        parser). The Cluster client calls this on every topology refresh,
+        which follows any failing node.
+        """
+        if moving_address_src is not None:  # maintenance notifications: not used here
+            super().disconnect_free_connections(moving_address_src)
+            return
+        taken: list[Any] = []
+        try:
+            while True:
+                taken.append(self.pool.get_nowait())
+        except queue.Empty:
+            pass
+        try:
+            for connection in taken:
+                if connection is not None:
+                    connection.disconnect()
+        finally:
+            for connection in taken:
+                self.pool.put_nowait(connection)
+
+
+def classify(exc: BaseException) -> Fault:
+    """What a redis-py exception means (see :data:`~flask_ploy.cache.base.Fault`)."""
+    if isinstance(exc, redis.exceptions.MaxConnectionsError) or (
+        isinstance(exc, redis.exceptions.ConnectionError)
+        and isinstance(exc.__context__, queue.Empty)  # a BlockingConnectionPool's wait
+    ):
+        return "busy"
+    if isinstance(exc, redis.exceptions.SlotNotCoveredError):
+        return "error"  # a local lookup: one slot unserved, not a server down
+    if isinstance(exc, TRIPPING):
+        return "down"
+    return "error"
 
 
 def options_from_query(url: str) -> tuple[str, dict[str, Any]]:
@@ -86,7 +154,6 @@ def parse_multi_host_url(
         merged.setdefault("password", password)
     if user is not None:
         merged.setdefault("username", user)
-    merged.pop("timeout", None)  # a BlockingConnectionPool option
     merged.setdefault("decode_responses", True)
     return merged, hosts, [p for p in parts.path.split("/") if p]
 
@@ -94,8 +161,10 @@ def parse_multi_host_url(
 class RedisBackend(CacheBackend):
     """Redis through redis-py: ``redis://``, ``rediss://`` (TLS) and ``unix://``.
 
-    One bounded :class:`redis.BlockingConnectionPool` per URL. *options* go
-    to the pool (``socket_timeout``, ``max_connections``, ``ssl_ca_certs``,
+    One bounded :class:`redis.BlockingConnectionPool` per URL: an operation
+    that finds every connection busy waits up to the pool's ``timeout``
+    (default: ``socket_timeout``), then counts as busy, not as a failure of
+    the server. *options* go to the pool (``socket_timeout``, ``max_connections``, ``ssl_ca_certs``,
     ...); ``connection_pool`` hands in an existing pool instead. *client*
     is an existing redis-py client to use (flask-ploy never closes it).
     """
@@ -139,13 +208,13 @@ class RedisBackend(CacheBackend):
         options.setdefault("decode_responses", True)
         options.setdefault("timeout", options.get("socket_timeout") or 1.0)
         try:
-            pool = redis.BlockingConnectionPool.from_url(url, **options)
+            pool = WaitingPool.from_url(url, **options)
         except (ValueError, TypeError) as exc:
             raise PloyConfigError(f"cache URL {redact_url(url)}: {exc}") from None
         return redis.Redis(connection_pool=pool)
 
-    def trips(self, exc: BaseException) -> bool:
-        return isinstance(exc, TRIPPING)
+    def classify(self, exc: BaseException) -> Fault:
+        return classify(exc)
 
     def text(self, value: Any) -> str | None:
         """*value* as ``str`` (redis-py returns bytes unless decoding)."""
@@ -165,13 +234,22 @@ class RedisBackend(CacheBackend):
     def delete(self, key: str) -> bool:
         return bool(self.client.delete(key))
 
+    def delete_keys(self, keys: list[str]) -> list[str]:
+        if keys:
+            self.client.delete(*keys)
+        return keys
+
     def incr(self, key: str, amount: int, ttl: int | None) -> int:
+        """Only the "not an integer" and "overflow" replies (and WRONGTYPE)
+        are bad data (:class:`ValueError`); any other error reply (OOM,
+        READONLY, MISCONF, NOPERM, ...) is the server's and is raised as is."""
         try:
             if ttl is None:
                 return int(self.client.incrby(key, amount))
             return int(self.incr_script(keys=[key], args=[amount, ttl]))
         except redis.exceptions.ResponseError as exc:
-            if "NOSCRIPT" in str(exc):
+            message = str(exc)
+            if not any(bad in message for bad in BAD_COUNTER):
                 raise
             raise not_integer(key, self.peek(key), amount) from None
 
