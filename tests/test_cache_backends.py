@@ -18,6 +18,7 @@ from flask import g
 
 from flask_ploy import PloyConfigError
 from flask_ploy.cache import SCHEMES, Cache, MemoryBackend, RedisClusterBackend, make_backend
+from flask_ploy.cache.pending import PendingDeletes
 
 from . import servers
 
@@ -84,6 +85,25 @@ def test_memory_default_byte_bound(make_app: Any) -> None:
     app = make_app()
     with app.app_context():
         assert g.env.CACHE.backend.max_bytes == 64 * 2**20
+
+
+def test_pending_invalidations_survive_a_concurrent_failure() -> None:
+    """A success forgets only the invalidations pending when it started: one
+    that failed again meanwhile (another thread) is kept, and a resource
+    clear covers only what was pending when it began."""
+    pending = PendingDeletes(limit=3)
+    pending.add(["ns:a", "ns:b"], "ns:")
+    before = pending.snapshot(["ns:a", "ns:b", "ns:c"])
+    assert set(before) == {"ns:a", "ns:b"}
+    pending.add(["ns:a"], "ns:")  # failed again while the delete was in flight
+    pending.discard(before)
+    assert set(pending.snapshot(["ns:a", "ns:b"])) == {"ns:a"}
+    pending.add(["ns:c", "ns:d", "ns:e"], "ns:")  # over the limit: the namespace is lost
+    assert pending.lost("ns:") and len(pending) == 0
+    since = pending.seq
+    pending.add(["other:x"], "other:")
+    pending.cleared("ns:", since)
+    assert not pending.lost("ns:") and set(pending.snapshot(["other:x"])) == {"other:x"}
 
 
 def test_memory_ttl_on_a_fake_clock() -> None:

@@ -391,7 +391,7 @@ def test_too_many_lost_invalidations_clear_the_resource(make_app: Any, cache_url
         _open_breaker(c.backend)
         for i in range(5):
             c.delete(f"k{i}")
-        assert c.backend.pending.lost(c._namespace)
+        assert c.backend.pending.lost(f"{app.config['PLOY_CACHE_KEY_PREFIX']}:default:")
         c.backend.breaker.open_until = time.monotonic()
         assert c.get("k0") is None
         assert c.get_many(["k4", "k5"]) == {"k4": None, "k5": None}  # k5 went too
@@ -451,9 +451,10 @@ def test_a_pool_wait_that_times_out_is_a_miss_not_a_failure(make_app: Any, cache
         c = g.env.CACHE
         c.set("k", "v")
         client = c.backend.client
-        held = f"{c._namespace}k:list"
+        full = f"{app.config['PLOY_CACHE_KEY_PREFIX']}:default:k"
+        held = f"{full}:list"
         if hasattr(client, "get_node_from_key"):  # Cluster: a list on k's node
-            node = client.get_node_from_key(f"{c._namespace}k")
+            node = client.get_node_from_key(full)
             held = next(
                 f"{held}{i}" for i in range(10**4) if client.get_node_from_key(f"{held}{i}") == node
             )
