@@ -92,13 +92,26 @@ class Cache:
             raise CacheUnavailable(error.reason) from error
         return default
 
-    def _failed(self, op: str, exc: BaseException, default: T, writes: Collection[str] = ()) -> T:
-        """An inlined operation failed: count, remember *writes*, apply the policy."""
-        backend = self.backend
-        error = backend.record_failure(f"{self.name}.{op}", exc)
+    def _failed(
+        self,
+        op: str,
+        exc: BaseException,
+        default: T,
+        writes: Collection[str] = (),
+        strict: bool = False,
+    ) -> T:
+        """An operation failed outside the careful path: count, remember
+        *writes*, apply the policy."""
+        error = self.backend.record_failure(f"{self.name}.{op}", exc)
         if writes:
-            backend.remember(writes, self._namespace)
-        return self._policy(error, default, False)
+            self._remember(error, writes)
+        return self._policy(error, default, strict)
+
+    def _remember(self, error: Unavailable, writes: Collection[str]) -> None:
+        """Keep the invalidations *error* left undone: *writes*, or only the
+        keys it names (a Cluster ``set_many`` that failed on one node)."""
+        keys = writes if error.keys is None else error.keys
+        self.backend.remember(keys, self._namespace)
 
     def _call(
         self,
@@ -110,10 +123,12 @@ class Cache:
         reads: Collection[str] = (),
         writes: Collection[str] = (),
     ) -> T:
-        """Run ``fn(*args)`` under the breaker and the failure policy.
+        """Run ``fn(*args)`` under the failure policy.
 
         Every operation but ``get`` and ``set`` goes through here; those two
-        inline the common case, and come here while the backend is degraded.
+        inline the same first lines. While the backend is healthy (breaker
+        closed, no invalidation pending) that is one flag and a call; else
+        :meth:`_careful` applies the breaker and the pending invalidations.
 
         :param default: What a failure returns in ``"miss"`` mode.
         :param strict: Raise :class:`CacheUnavailable` in every mode.
@@ -123,6 +138,25 @@ class Cache:
             pending when it succeeds, pending when it fails.
         """
         backend = self.backend
+        if backend.degraded:
+            return self._careful(op, default, strict, fn, args, reads, writes)
+        try:
+            return fn(*args)
+        except backend.errors as exc:
+            return self._failed(op, exc, default, writes, strict)
+
+    def _careful(
+        self,
+        op: str,
+        default: T,
+        strict: bool,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        reads: Collection[str],
+        writes: Collection[str],
+    ) -> T:
+        """:meth:`_call` while the breaker is open or invalidations are pending."""
+        backend = self.backend
         try:
             result: T = backend.breaker.call(
                 f"{self.name}.{op}", backend.classify, backend.errors,
@@ -131,12 +165,10 @@ class Cache:
             return result
         except Unavailable as error:
             if writes:
-                keys = writes if error.keys is None else error.keys
-                backend.remember(keys, self._namespace)
+                self._remember(error, writes)
             return self._policy(error, default, strict)
         finally:
-            if backend.degraded:
-                backend.update_degraded()
+            backend.update_degraded()
 
     def _apply(
         self,
@@ -200,7 +232,7 @@ class Cache:
         backend = self.backend
         if backend.degraded:
             full = self._namespace + key
-            return self._call("get", None, False, backend.get, full, reads=(full,))
+            return self._careful("get", None, False, backend.get, (full,), (full,), ())
         try:
             return backend.get(self._namespace + key)
         except backend.errors as exc:
@@ -220,7 +252,7 @@ class Cache:
         backend = self.backend
         full = self._namespace + key
         if backend.degraded:
-            self._call("set", None, False, backend.set, full, value, ttl, writes=(full,))
+            self._careful("set", None, False, backend.set, (full, value, ttl), (), (full,))
             return
         try:
             backend.set(full, value, ttl)
