@@ -56,54 +56,6 @@ TRIPPING: tuple[type[BaseException], ...] = (
 BAD_COUNTER = ("value is not an integer", "would overflow", "WRONGTYPE")
 
 
-class PoolTimeout(redis.exceptions.MaxConnectionsError):
-    """No connection of the pool came free within its ``timeout``."""
-
-
-class WaitingPool(redis.BlockingConnectionPool):
-    """A :class:`redis.BlockingConnectionPool` whose wait for a free
-    connection ends in :class:`PoolTimeout`, a
-    :class:`~redis.exceptions.MaxConnectionsError` (which redis-py's Cluster
-    client does not take for a failing node) instead of a plain
-    ``ConnectionError``."""
-
-    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
-        except redis.exceptions.ConnectionError as exc:
-            if isinstance(exc.__context__, queue.Empty):
-                raise PoolTimeout(
-                    f"all {self.max_connections} connections busy for {self.timeout:g} s"
-                ) from None
-            raise
-
-    def disconnect_free_connections(self, moving_address_src: str | None = None) -> None:
-        """Disconnect the idle connections, taking them out of the queue first.
-
-        redis-py's version disconnects a snapshot of the queue while
-        ``get_connection`` keeps handing connections out, so a thread could
-        get one that is being disconnected (``AttributeError`` in the reply
-        parser). The Cluster client calls this on every topology refresh,
-        which follows any failing node.
-        """
-        if moving_address_src is not None:  # maintenance notifications: not used here
-            super().disconnect_free_connections(moving_address_src)
-            return
-        taken: list[Any] = []
-        try:
-            while True:
-                taken.append(self.pool.get_nowait())
-        except queue.Empty:
-            pass
-        try:
-            for connection in taken:
-                if connection is not None:
-                    connection.disconnect()
-        finally:
-            for connection in taken:
-                self.pool.put_nowait(connection)
-
-
 def classify(exc: BaseException) -> Fault:
     """What a redis-py exception means (see :data:`~flask_ploy.cache.base.Fault`)."""
     if isinstance(exc, redis.exceptions.MaxConnectionsError) or (
@@ -163,9 +115,10 @@ class RedisBackend(CacheBackend):
 
     One bounded :class:`redis.BlockingConnectionPool` per URL: an operation
     that finds every connection busy waits up to the pool's ``timeout``
-    (default: ``socket_timeout``), then counts as busy, not as a failure of
-    the server. *options* go to the pool (``socket_timeout``, ``max_connections``, ``ssl_ca_certs``,
-    ...); ``connection_pool`` hands in an existing pool instead. *client*
+    (default: ``socket_timeout``), then counts as busy (:func:`classify`),
+    not as a failure of the server. *options* go to the pool
+    (``socket_timeout``, ``max_connections``, ``ssl_ca_certs``, ...);
+    ``connection_pool`` hands in an existing pool instead. *client*
     is an existing redis-py client to use (flask-ploy never closes it).
     """
 
@@ -208,7 +161,7 @@ class RedisBackend(CacheBackend):
         options.setdefault("decode_responses", True)
         options.setdefault("timeout", options.get("socket_timeout") or 1.0)
         try:
-            pool = WaitingPool.from_url(url, **options)
+            pool = redis.BlockingConnectionPool.from_url(url, **options)
         except (ValueError, TypeError) as exc:
             raise PloyConfigError(f"cache URL {redact_url(url)}: {exc}") from None
         return redis.Redis(connection_pool=pool)

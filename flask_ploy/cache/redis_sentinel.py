@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import redis
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from .._urls import redact_url
 from ..errors import PloyConfigError
-from .redis import RedisBackend, WaitingPool, parse_multi_host_url
+from .redis import RedisBackend, parse_multi_host_url
 
 
-class WaitingSentinelPool(SentinelConnectionPool, WaitingPool):
+class WaitingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
     """Sentinel's pool for the master, made to wait for a free connection
-    (up to ``timeout`` seconds) like :class:`~flask_ploy.cache.redis.WaitingPool`
+    (up to ``timeout`` seconds) like redis://'s ``BlockingConnectionPool``
     instead of failing at once when ``max_connections`` are busy."""
 
 
