@@ -15,6 +15,11 @@ from typing import Any
 INT_MIN = -(2**63)
 INT_MAX = 2**63 - 1
 
+#: The longest TTL, in seconds: 100 years of 365.25 days. Redis refuses an
+#: expiry past about 9.2e15 s from now (the millisecond clock would
+#: overflow), and a longer TTL is not a TTL anyone means: use ``None``.
+MAX_TTL = 3_155_760_000
+
 #: A counter value: the canonical decimal form Redis accepts for INCRBY.
 INT_RE = re.compile(r"(?:0|-?[1-9][0-9]{0,18})\Z")
 
@@ -77,10 +82,14 @@ def check_value(value: Any, max_bytes: int) -> None:
 def check_ttl(ttl: Any) -> int | None:
     """Return *ttl* as whole seconds, or ``None`` for no expiry.
 
-    :param ttl: ``None``, an ``int`` >= 1, or a :class:`~datetime.timedelta`
-        of whole seconds >= 1.
+    Every binding calls this before it writes anything, so a bad TTL never
+    leaves half an operation done.
+
+    :param ttl: ``None``, an ``int`` from 1 to :data:`MAX_TTL`, or a
+        :class:`~datetime.timedelta` of whole seconds in that range.
     :raises TypeError: *ttl* is a bool, float, str or other type.
-    :raises ValueError: *ttl* is zero, negative, or a fractional timedelta.
+    :raises ValueError: *ttl* is below 1 or above :data:`MAX_TTL`, or a
+        fractional timedelta.
     """
     if ttl is None:
         return None
@@ -98,6 +107,11 @@ def check_ttl(ttl: Any) -> int | None:
             )
     if ttl < 1:
         raise ValueError(f"ttl must be at least 1 second, got {ttl}")
+    if ttl > MAX_TTL:
+        raise ValueError(
+            f"ttl must be at most {MAX_TTL} seconds (100 years), got {ttl};"
+            " use ttl=None for no expiry"
+        )
     return int(ttl)
 
 

@@ -43,8 +43,8 @@ def worker_id() -> str:
 @pytest.fixture(scope="session")
 def cluster_url() -> Iterator[str]:
     servers.need(bool(servers.REDIS_SERVER and servers.REDIS_CLI), "redis-server and redis-cli")
-    with servers.redis_cluster() as url:
-        yield url
+    with servers.redis_cluster() as cluster:
+        yield cluster.url
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +61,26 @@ def own_redis() -> Iterator[servers.RedisProc]:
     proc = servers.start_redis()
     yield proc
     proc.kill()
+
+
+@pytest.fixture
+def hung() -> Iterator[servers.HungServer]:
+    """A TCP server that accepts connections and never replies (a hung Redis)."""
+    server = servers.HungServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[servers.Cluster]:
+    """A private 3-master Redis Cluster, which the test may kill or stop nodes of.
+
+    ``cluster-require-full-coverage no``: the shards left keep serving their
+    slots when one master is lost (Redis refuses every key otherwise).
+    """
+    servers.need(bool(servers.REDIS_SERVER and servers.REDIS_CLI), "redis-server and redis-cli")
+    with servers.redis_cluster(extra=["--cluster-require-full-coverage", "no"]) as cluster:
+        yield cluster
 
 
 def _cache_url(kind: str, request: pytest.FixtureRequest) -> str:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -50,12 +51,29 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     return False
 
 
+def _ephemeral_low() -> int:
+    """The first port the kernel hands out for outgoing connections."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    """A free loopback port below 45000 whose +10000 (cluster bus) is free too."""
+    """A free loopback port whose Redis Cluster bus port (+10000) is free too.
+
+    Both lie below the ephemeral range, so no outgoing connection of this
+    machine can take one between this check and the server's bind. Another
+    test run may still pick the same port at the same moment:
+    :func:`start_redis` then retries on another.
+    """
     import random
 
+    high = _ephemeral_low() - 10000
+    low, high = (10000, high) if high > 11000 else (20000, 45000)
     for _ in range(200):
-        port = random.randint(20000, 45000)
+        port = random.randrange(low, high)
         try:
             for p in (port, port + 10000):
                 with socket.socket() as s:
@@ -132,7 +150,11 @@ class RedisProc:
     def restart(self) -> None:
         self.stop()
         self.proc = _spawn(self.port, self.dir, self.args)
-        _wait_port(self.port)
+        _wait_ready(self.proc, self.port)
+
+
+class PortTaken(RuntimeError):
+    """The server exited at start: another process had its port (or bus port)."""
 
 
 def _spawn(port: int, workdir: str, extra: list[str]) -> subprocess.Popen[bytes]:
@@ -161,26 +183,63 @@ def _spawn(port: int, workdir: str, extra: list[str]) -> subprocess.Popen[bytes]
 
 
 def _wait_port(port: int, timeout: float = 10.0) -> None:
+    """Wait until something listens on *port*."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if port_open("127.0.0.1", port, 0.2):
             return
         time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, timeout: float = 10.0) -> None:
+    """Wait until *proc* listens on *port*; :class:`PortTaken` if it exits
+    (a port already in use is the usual reason)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise PortTaken(f"redis-server on port {port} exited with {proc.returncode}")
+        if port_open("127.0.0.1", port, 0.2):
+            time.sleep(0.05)  # a server that failed to bind exits within milliseconds
+            if proc.poll() is None:
+                return
+            raise PortTaken(f"port {port} is another process's")
+        time.sleep(0.05)
+    proc.kill()
     raise RuntimeError(f"redis-server on port {port} did not start")
 
 
 def start_redis(extra: list[str] | None = None, port: int | None = None) -> RedisProc:
-    """Start a standalone redis-server on a free loopback port."""
-    port = port or free_port()
-    workdir = tempfile.mkdtemp(prefix="ploy-redis-")
-    proc = _spawn(port, workdir, extra or [])
-    _wait_port(port)
-    return RedisProc(port, proc, workdir, extra or [])
+    """Start a standalone redis-server on a free loopback port (on *port* if
+    given), retrying on another port if a concurrent run took the one chosen."""
+    for attempt in range(5):
+        chosen = port or free_port()
+        workdir = tempfile.mkdtemp(prefix="ploy-redis-")
+        proc = _spawn(chosen, workdir, extra or [])
+        try:
+            _wait_ready(proc, chosen)
+        except PortTaken:
+            if port is not None or attempt == 4:
+                raise
+            continue
+        return RedisProc(chosen, proc, workdir, extra or [])
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class Cluster:
+    """A Redis Cluster started by the tests: its URL and its master processes."""
+
+    url: str
+    nodes: list[RedisProc]
 
 
 @contextlib.contextmanager
-def redis_cluster(masters: int = 3) -> Iterator[str]:
-    """A real Redis Cluster of *masters* masters on loopback; yields its URL."""
+def redis_cluster(masters: int = 3, extra: list[str] | None = None) -> Iterator[Cluster]:
+    """A real Redis Cluster of *masters* masters on loopback, without replicas.
+
+    *extra* goes to every node (e.g. ``--cluster-require-full-coverage no``).
+    """
     procs = [
         start_redis(
             [
@@ -190,6 +249,7 @@ def redis_cluster(masters: int = 3) -> Iterator[str]:
                 "nodes.conf",
                 "--cluster-node-timeout",
                 "2000",
+                *(extra or []),
             ]
         )
         for _ in range(masters)
@@ -221,9 +281,12 @@ def redis_cluster(masters: int = 3) -> Iterator[str]:
             time.sleep(0.1)
         else:  # pragma: no cover
             raise RuntimeError("the Redis Cluster did not become ok")
-        yield "redis+cluster://" + ",".join(f"127.0.0.1:{p.port}" for p in procs)
+        yield Cluster("redis+cluster://" + ",".join(f"127.0.0.1:{p.port}" for p in procs), procs)
     finally:
         for p in procs:
+            if p.proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    os.kill(p.proc.pid, signal.SIGCONT)  # in case a test stopped it
             p.kill()
 
 
@@ -245,7 +308,7 @@ def redis_sentinel() -> Iterator[str]:
         [REDIS_SERVER, conf, "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        _wait_port(port)
+        _wait_ready(proc, port)
         import redis
 
         deadline = time.monotonic() + 10

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from flask import g
 
 from flask_ploy import PloyConfigError
 from flask_ploy.cache import SCHEMES, Cache, MemoryBackend, RedisClusterBackend, make_backend
+from flask_ploy.cache.pending import PendingDeletes
 
 from . import servers
 
@@ -52,6 +54,56 @@ def test_memory_bound_from_config(make_app: Any) -> None:
         assert len(g.env.CACHE.backend) == 100
         assert g.env.CACHE.get("k249") == "v"
         assert g.env.CACHE.get("k0") is None
+
+
+def test_memory_is_bounded_in_bytes(record_property: Any) -> None:
+    """Issue 12 #16: 100 values of 1 MiB into a 10 MiB memory:// cache hold
+    at most 10 MiB (as tracemalloc measures it), keeping the newest."""
+    backend = MemoryBackend(max_bytes=10 * 2**20)
+    cache = Cache("CACHE", "default", backend)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(100):
+            cache.set(f"k{i}", f"{i:03d}" + "x" * (2**20 - 3))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    record_property(
+        "ploy_figure",
+        f"memory://, 100 values of 1 MiB under a 10 MiB bound: {held / 2**20:.1f} MiB held,"
+        f" {len(backend)} entries kept",
+    )
+    assert held <= 10.5 * 2**20 and backend.bytes <= backend.max_bytes
+    assert len(backend) == 9
+    assert cache.get("k99") is not None and cache.get("k90") is None
+    cache.set("k99", "x" * (11 * 2**20))  # larger than the whole bound: not kept
+    assert cache.get("k99") is None and cache.get("k98") is not None
+
+
+def test_memory_default_byte_bound(make_app: Any) -> None:
+    app = make_app()
+    with app.app_context():
+        assert g.env.CACHE.backend.max_bytes == 64 * 2**20
+
+
+def test_pending_invalidations_survive_a_concurrent_failure() -> None:
+    """A success forgets only the invalidations pending when it started: one
+    that failed again meanwhile (another thread) is kept, and a resource
+    clear covers only what was pending when it began."""
+    pending = PendingDeletes(limit=3)
+    pending.add(["ns:a", "ns:b"], "ns:")
+    before = pending.snapshot(["ns:a", "ns:b", "ns:c"])
+    assert set(before) == {"ns:a", "ns:b"}
+    pending.add(["ns:a"], "ns:")  # failed again while the delete was in flight
+    pending.discard(before)
+    assert set(pending.snapshot(["ns:a", "ns:b"])) == {"ns:a"}
+    pending.add(["ns:c", "ns:d", "ns:e"], "ns:")  # over the limit: the namespace is lost
+    assert pending.lost("ns:") and len(pending) == 0
+    since = pending.seq
+    pending.add(["other:x"], "other:")
+    pending.cleared("ns:", since)
+    assert not pending.lost("ns:") and set(pending.snapshot(["other:x"])) == {"other:x"}
 
 
 def test_memory_ttl_on_a_fake_clock() -> None:

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from flask import g
 
+from flask_ploy._validate import MAX_TTL
+
 ODD_STRINGS = [
     "",
     "plain",
@@ -312,3 +314,159 @@ def test_clear_empties_only_its_resource(cache_env: Any) -> None:
 def test_repr_names_binding_and_backend(cache_env: Any, cache_url: str) -> None:
     r = repr(cache_env.CACHE)
     assert "CACHE" in r and "default" in r and cache_url.split("://")[0] in r
+
+
+# -- bounds and failures every backend shares ------------------------------------
+
+
+@pytest.mark.parametrize("ttl", [10**16, 2**62, MAX_TTL + 1, timedelta(days=999_999_999)])
+def test_a_ttl_over_the_maximum_is_refused_before_any_write(cache_env: Any, ttl: Any) -> None:
+    """Issue 12 #14: one maximum TTL (100 years), checked before anything is written."""
+    c = cache_env.CACHE
+    c.set("n", "5")
+    with pytest.raises(ValueError, match="at most 3155760000 seconds"):
+        c.incr("n", ttl=ttl)
+    with pytest.raises(ValueError, match="at most"):
+        c.incr("fresh", ttl=ttl)
+    with pytest.raises(ValueError, match="at most"):
+        c.set("k", "v", ttl=ttl)
+    with pytest.raises(ValueError, match="at most"):
+        c.add("k", "v", ttl=ttl)
+    with pytest.raises(ValueError, match="at most"):
+        c.set_many({"k": "v"}, ttl=ttl)
+    assert c.get_many(["n", "fresh", "k"]) == {"n": "5", "fresh": None, "k": None}
+
+
+def test_the_maximum_ttl_is_accepted(cache_env: Any) -> None:
+    c = cache_env.CACHE
+    c.set("k", "v", ttl=MAX_TTL)
+    c.set_many({"m": "v"}, ttl=timedelta(seconds=MAX_TTL))
+    assert c.add("a", "v", ttl=MAX_TTL)
+    assert c.incr("n", ttl=MAX_TTL) == 1
+    assert c.get_many(["k", "m", "a", "n"]) == {"k": "v", "m": "v", "a": "v", "n": "1"}
+
+
+def _open_breaker(backend: Any) -> None:
+    """The state after a failed operation: the breaker open for its cooldown."""
+    backend.breaker.record("test", ConnectionError("simulated outage"), "down")
+    backend.update_degraded()
+
+
+def test_an_invalidation_made_while_the_backend_is_out_is_not_lost(
+    make_app: Any, cache_url: str
+) -> None:
+    """Issue 12 #12: delete and set while the breaker is open are remembered,
+    and applied on the server before the keys are served again."""
+    app = make_app(PLOY_CACHE_URL=cache_url, PLOY_CACHE_KEY_PREFIX=f"inv{time.time_ns()}")
+    with app.app_context():
+        c = g.env.CACHE
+        c.set_many({"a": "old", "b": "old", "c": "old", "d": "5", "e": "old"})
+        _open_breaker(c.backend)
+        assert c.delete("a") is False
+        c.set("b", "new")
+        c.set_many({"c": "new"})
+        c.delete("d")
+        c.delete("e")
+        assert c.get_many(["a", "b", "c"]) == {"a": None, "b": None, "c": None}
+        c.backend.breaker.open_until = time.monotonic()  # the cooldown is over
+        assert c.get("a") is None  # applied before it is served
+        assert c.get_many(["b", "c", "x"]) == {"b": None, "c": None, "x": None}
+        assert c.incr("d") == 1  # counts from a deleted key, not from the old 5
+        assert c.add("e", "mine") is True
+        assert not c.backend.pending and not c.backend.degraded
+        c.set("b", "fresh")
+        assert c.get("b") == "fresh"
+        c.clear()
+
+
+def test_too_many_lost_invalidations_clear_the_resource(make_app: Any, cache_url: str) -> None:
+    """Past the bound of remembered invalidations, the resource is cleared
+    when the backend answers again: entries lost, none served stale."""
+    app = make_app(PLOY_CACHE_URL=cache_url, PLOY_CACHE_KEY_PREFIX=f"lim{time.time_ns()}")
+    with app.app_context():
+        c = g.env.CACHE
+        c.set_many({f"k{i}": "old" for i in range(6)})
+        g.env.SESSION_CACHE.set("s", "kept")
+        c.backend.pending.limit = 3
+        _open_breaker(c.backend)
+        for i in range(5):
+            c.delete(f"k{i}")
+        assert c.backend.pending.lost(f"{app.config['PLOY_CACHE_KEY_PREFIX']}:default:")
+        c.backend.breaker.open_until = time.monotonic()
+        assert c.get("k0") is None
+        assert c.get_many(["k4", "k5"]) == {"k4": None, "k5": None}  # k5 went too
+        assert g.env.SESSION_CACHE.get("s") == "kept"
+        assert not c.backend.pending
+        g.env.SESSION_CACHE.clear()
+
+
+def test_a_full_pool_waits_and_is_not_an_outage(
+    make_app: Any, cache_url: str, record_property: Any
+) -> None:
+    """Issue 12 #4: 8 threads over max_connections=2 wait for a connection;
+    none fails, none trips the breaker."""
+    if cache_url.startswith("memory"):
+        pytest.skip("memory:// has no connection pool")
+    app = make_app(
+        PLOY_CACHE_URL=cache_url,
+        PLOY_CACHE_KEY_PREFIX=f"pool{time.time_ns()}",
+        PLOY_CACHE_OPTIONS={"max_connections": 2},
+    )
+    reads: list[bool] = []
+
+    def work(i: int) -> None:
+        with app.app_context():
+            for j in range(150):
+                g.env.CACHE.set(f"k{i}:{j % 5}", "v")
+                reads.append(g.env.CACHE.get(f"k{i}:{j % 5}") == "v")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with app.app_context():
+        b = g.env.CACHE.backend
+        assert (sum(reads), len(reads), b.failures) == (1200, 1200, 0)
+        assert b.busy == 0 and b.breaker.open_until == 0
+        record_property(
+            "ploy_figure",
+            f"{cache_url.split('://')[0]}, 8 threads over max_connections=2: 2,400 operations,"
+            " 1,200 of 1,200 reads hit, 0 failures, 0 waits timed out",
+        )
+        g.env.CACHE.clear()
+
+
+def test_a_pool_wait_that_times_out_is_a_miss_not_a_failure(make_app: Any, cache_url: str) -> None:
+    """Issue 12 #4: every connection held longer than the pool's timeout:
+    the operation serves a miss, counted as busy, and the breaker stays closed."""
+    if cache_url.startswith("memory"):
+        pytest.skip("memory:// has no connection pool")
+    app = make_app(
+        PLOY_CACHE_URL=cache_url,
+        PLOY_CACHE_KEY_PREFIX=f"busy{time.time_ns()}",
+        PLOY_CACHE_OPTIONS={"max_connections": 1, "timeout": 0.1, "socket_timeout": 2},
+    )
+    with app.app_context():
+        c = g.env.CACHE
+        c.set("k", "v")
+        client = c.backend.client
+        full = f"{app.config['PLOY_CACHE_KEY_PREFIX']}:default:k"
+        held = f"{full}:list"
+        if hasattr(client, "get_node_from_key"):  # Cluster: a list on k's node
+            node = client.get_node_from_key(full)
+            held = next(
+                f"{held}{i}" for i in range(10**4) if client.get_node_from_key(f"{held}{i}") == node
+            )
+        # BLPOP on an empty list holds the only connection (of k's node) for 0.4 s.
+        holder = threading.Thread(target=client.blpop, args=([held], 0.4))
+        holder.start()
+        time.sleep(0.1)
+        start = time.monotonic()
+        assert c.get("k") is None
+        assert time.monotonic() - start < 0.3
+        holder.join()
+        assert c.backend.busy == 1 and c.backend.failures == 0
+        assert c.backend.breaker.open_until == 0 and not c.backend.degraded
+        assert c.get("k") == "v"
+        c.clear()

@@ -3,25 +3,26 @@ hung or dead Redis, a circuit breaker, and recovery without a restart."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask, g
 
 from flask_ploy import CacheUnavailable, PloyError
 
 from . import servers
-
-
-@pytest.fixture
-def hung() -> Iterator[servers.HungServer]:
-    server = servers.HungServer()
-    yield server
-    server.close()
 
 
 def cache_view_app(make_app: Any, url: str, **config: Any) -> Flask:
@@ -169,6 +170,223 @@ def test_a_bad_value_is_not_an_outage(make_app: Any) -> None:
         g.env.CACHE.set("word", "abc")
         with pytest.raises(ValueError, match="not an integer"):
             g.env.CACHE.incr("word")
-        assert g.env.CACHE.backend.down_until == 0.0
+        assert g.env.CACHE.backend.breaker.open_until == 0.0
         assert g.env.CACHE.get("word") == "abc"
         g.env.CACHE.clear()
+
+
+def _probe_spans(spans: list[tuple[float, float]]) -> tuple[int, int]:
+    """Operations that waited on the server after the first wave, and how
+    many of those overlapped another (two probes at once)."""
+    spans = sorted(spans)
+    first_wave_end = min(end for _, end in spans)
+    later = [s for s in spans if s[0] >= first_wave_end]
+    return len(later), sum(1 for a, b in itertools.pairwise(later) if b[0] < a[1] - 0.01)
+
+
+def test_half_open_breaker_lets_one_thread_probe(
+    make_app: Any, hung: servers.HungServer, record_property: Any
+) -> None:
+    """Issue 12 #5: 8 threads on a hung Redis. After the first wave, one
+    probe at a time pays the timeout; the other threads get misses at once."""
+    app = cache_view_app(make_app, hung.url, PLOY_CACHE_COOLDOWN=0.3)
+    spans: list[tuple[float, float]] = []
+    fast = 0
+    stop = time.monotonic() + 3.0
+
+    def work() -> None:
+        nonlocal fast
+        with app.app_context():
+            while time.monotonic() < stop:
+                t = time.monotonic()
+                assert g.env.CACHE.get("k") is None
+                took = time.monotonic() - t
+                if took >= 0.3:
+                    spans.append((t, t + took))
+                else:
+                    fast += 1
+                time.sleep(0.002)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    probes, overlapping = _probe_spans(spans)
+    record_property(
+        "ploy_figure",
+        f"8 threads for 3 s on a hung Redis (cooldown 0.3 s): {len(spans)} operations paid"
+        f" the 0.5 s timeout ({len(spans) - probes} in the first wave, then {probes} probes,"
+        f" {overlapping} at once); {fast} served at once",
+    )
+    assert overlapping == 0
+    assert 1 <= probes <= 5  # one per cooldown + timeout (0.8 s)
+
+
+GEVENT_SCRIPT = """
+from gevent import monkey; monkey.patch_all()
+import json, sys, time
+import gevent
+from flask_ploy.cache import Cache, make_backend
+
+cache = Cache("CACHE", "g", make_backend(sys.argv[1], cooldown=0.3))
+spans = []
+stop = time.monotonic() + 2.5
+
+def work():
+    while time.monotonic() < stop:
+        t = time.monotonic()
+        cache.get("k")
+        if time.monotonic() - t >= 0.3:
+            spans.append((t, time.monotonic()))
+        gevent.sleep(0.002)
+
+gevent.joinall([gevent.spawn(work) for _ in range(50)])
+print(json.dumps(spans))
+"""
+
+
+def test_half_open_breaker_under_gevent(hung: servers.HungServer, record_property: Any) -> None:
+    """Issue 12 #5 with gevent's monkey patching: 50 greenlets, one probe at a time."""
+    pytest.importorskip("gevent")
+    out = subprocess.run(
+        [sys.executable, "-c", GEVENT_SCRIPT, hung.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    spans = [tuple(s) for s in json.loads(out.stdout)]
+    probes, overlapping = _probe_spans(spans)  # type: ignore[arg-type]
+    record_property(
+        "ploy_figure",
+        f"gevent, 50 greenlets for 2.5 s on a hung Redis: {len(spans)} paid the timeout"
+        f" ({len(spans) - probes} in the first wave, then {probes} probes, {overlapping} at once)",
+    )
+    assert overlapping == 0 and 1 <= probes <= 5
+
+
+def _wait_for(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def _oom(proc: servers.RedisProc) -> None:
+    raw = redis.Redis(port=proc.port)
+    raw.config_set("maxmemory", "100kb")  # below what the server uses: every write refused
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        raw.set("one:more", "x")
+
+
+def _misconf(proc: servers.RedisProc) -> None:
+    raw = redis.Redis(port=proc.port)
+    raw.set("x", "1")
+    shutil.rmtree(proc.dir)  # the server can no longer write its snapshot
+    raw.bgsave()
+    _wait_for(lambda: raw.info("persistence")["rdb_last_bgsave_status"] == "err")
+
+
+REFUSALS = {
+    "OOM": (["--maxmemory-policy", "noeviction"], _oom),
+    "MISCONF": (["--save", "3600 1", "--stop-writes-on-bgsave-error", "yes"], _misconf),
+}
+
+
+@pytest.mark.parametrize(
+    ("reply", "match"),
+    [
+        ("OOM", "OutOfMemoryError"),
+        ("MISCONF", "MISCONF"),
+        ("READONLY", "ReadOnlyError"),
+        ("NOPERM", "NoPermissionError"),
+    ],
+)
+def test_incr_reports_a_refusing_server_as_unavailable(
+    make_app: Any, reply: str, match: str
+) -> None:
+    """Issue 12 #11: only "not an integer" and overflow replies are bad data.
+
+    A server out of memory (maxmemory + noeviction), unable to persist
+    (MISCONF), read-only (a replica) or denying the command (an ACL user)
+    makes incr raise CacheUnavailable, not ValueError, in both forms
+    (INCRBY and the TTL script). The counter is unchanged, the failure is
+    counted, and the breaker stays closed: the server answered.
+    """
+    servers.need(servers.REDIS_SERVER is not None, "redis-server")
+    extra, breaker = REFUSALS.get(reply, ([], None))
+    proc = servers.start_redis(extra)
+    others: list[servers.RedisProc] = []
+    try:
+        raw = redis.Redis(port=proc.port, decode_responses=True)
+        raw.set("ploy:default:n", "5")
+        url = proc.url
+        if reply == "READONLY":
+            replica = servers.start_redis(["--replicaof", "127.0.0.1", str(proc.port)])
+            others.append(replica)
+            _wait_for(lambda: redis.Redis(port=replica.port).get("ploy:default:n") == b"5")
+            url = replica.url
+        elif reply == "NOPERM":
+            raw.acl_setuser(
+                "limited", enabled=True, passwords=["+pw"], keys=["*"],
+                commands=["+@all", "-incrby", "-evalsha", "-eval"],
+            )  # fmt: skip
+            url = f"redis://limited:pw@127.0.0.1:{proc.port}/0"
+        elif breaker is not None:
+            breaker(proc)
+        app = make_app(PLOY_CACHE_URL=url)
+        with app.app_context():
+            c = g.env.CACHE
+            for kwargs in ({}, {"ttl": 60}):
+                with pytest.raises(CacheUnavailable, match=match):
+                    c.incr("n", **kwargs)
+                with pytest.raises(CacheUnavailable, match=match):
+                    c.incr("fresh", **kwargs)
+            assert c.get("n") == "5"
+            assert c.backend.failures == 4
+            assert c.backend.breaker.open_until == 0.0
+    finally:
+        for p in [proc, *others]:
+            p.kill()
+
+
+def test_a_failed_delete_is_applied_before_the_key_is_served_again(
+    make_app: Any, own_redis: servers.RedisProc, record_property: Any
+) -> None:
+    """Issue 12 #12: Redis hangs (SIGSTOP) while a view invalidates a key.
+
+    The delete times out and returns False; once Redis answers again, the
+    key reads as a miss (never the old value), in this process and, after
+    the first operation that reaches the server, in every other.
+    """
+    app = make_app(PLOY_CACHE_URL=own_redis.url, PLOY_CACHE_COOLDOWN=0.3)
+    raw = redis.Redis(port=own_redis.port, decode_responses=True)
+    with app.app_context():
+        c = g.env.CACHE
+        c.set("user:1", "old name")
+        c.set("user:2", "old name")
+        os.kill(own_redis.proc.pid, signal.SIGSTOP)
+        try:
+            assert c.delete("user:1") is False  # timed out: remembered
+            assert c.delete("user:2") is False  # breaker open: not tried, remembered
+            c.set("user:3", "new")  # not tried: user:3 is remembered too
+            assert c.get("user:1") is None
+        finally:
+            os.kill(own_redis.proc.pid, signal.SIGCONT)
+        # The timed-out DEL may still run (it was sent); the one not tried cannot.
+        assert raw.get("ploy:default:user:2") == "old name"
+        time.sleep(0.35)
+        start = time.monotonic()
+        assert c.get("user:1") is None  # the invalidation is applied first
+        took = time.monotonic() - start
+        assert raw.get("ploy:default:user:1") is None
+        assert raw.get("ploy:default:user:2") is None  # applied in the same batch
+        assert raw.get("ploy:default:user:3") is None
+        assert c.incr("user:2") == 1
+        assert not c.backend.pending and not c.backend.degraded
+    record_property(
+        "ploy_figure",
+        f"delete during a Redis hang: old value never served; invalidation applied"
+        f" {took * 1000:.1f} ms into the first read after the hang",
+    )

@@ -30,6 +30,7 @@ Every test is bounded in time; each prints its figures (and records them as
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -222,6 +223,40 @@ def test_hung_redis_under_gunicorn_stays_bounded(
     assert total < 3.0
     assert state_ok == (200, {"success": True})  # State does not depend on the cache
     assert hung.accepted, "the hung server was never reached: the test tested nothing"
+
+
+@pytest.mark.slow
+def test_hung_redis_under_gunicorn_gthread_probes_one_at_a_time(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Issue 12 #5 end to end: gunicorn --threads 8, 8 clients for 6 s on a hung
+    Redis. After the first wave, one request per cooldown waits for the socket
+    timeout; the others are answered at once."""
+    hung = servers.HungServer()
+    env = {"PLOY_CACHE_URL": hung.url, "PLOY_STATE_URL": f"sqlite:///{tmp_path}/state.sqlite3"}
+    try:
+        with servers.gunicorn(tmp_path, env, "-w", "1", "--threads", "8") as (base, _):
+            load = Load(base, threads=8)
+            workers = load.run(lambda t, i: (f"/cache/get?key=k{t}", None))
+            time.sleep(6.0)
+            load.stop.set()
+            for w in workers:
+                w.join(15)
+    finally:
+        hung.close()
+    slow = sorted((start, start + took) for start, took, *_ in load.results if took >= 0.4)
+    first_wave_end = min(end for _, end in slow)
+    later = [s for s in slow if s[0] >= first_wave_end]
+    overlapping = sum(1 for a, b in itertools.pairwise(later) if b[0] < a[1] - 0.01)
+    figure(
+        request,
+        f"hung Redis under gunicorn -w 1 --threads 8, 8 clients for 6 s: {len(load.results)}"
+        f" requests, {len(slow)} paid the 0.5 s timeout ({len(slow) - len(later)} in the first"
+        f" wave, then {len(later)} probes, {overlapping} at once)",
+    )
+    assert all(status == 200 for _, _, _, status, _ in load.results)
+    assert overlapping == 0
+    assert len(later) <= 5  # one per cooldown (1 s) + timeout (0.5 s)
 
 
 # -- PostgreSQL crashed and restarted under load ---------------------------------------------
