@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, urlencode
 
 _SECRET_PARAMS = ("password", "secret", "token", "passwd", "key")
@@ -42,6 +43,18 @@ def redact_url(url: str) -> str:
             query = urlencode([(k, "***" if _secret(k) else v) for k, v in pairs], safe="*")
             rest = f"{before}?{query}{fragment}"
     return f"{scheme}://{rest}"
+
+
+def scrub(text: str, url: str) -> str:
+    """*text* (a parser's error message about *url*) without any piece of
+    *url*'s user info: a parser that split the URL in the wrong place may
+    quote part of a password as a port or a host."""
+    _, sep, rest = url.partition("://")
+    userinfo = rest.rpartition("@")[0] if sep else ""
+    for piece in sorted(re.split(r"[:/?#@,;]+", userinfo), key=len, reverse=True):
+        if len(piece) >= 2:
+            text = text.replace(piece, "***")
+    return text
 
 
 def _secret(name: str) -> bool:

@@ -145,6 +145,7 @@ def _build_caches(into: AppBindings, debug: bool, client: Any) -> None:
                     options=s.cache_options,
                     cooldown=s.cache_cooldown,
                     max_entries=s.cache_max_entries,
+                    max_bytes=s.cache_max_bytes,
                 )
             into._cache_backends[key] = backend
         into.caches[b.name] = Cache(

@@ -233,6 +233,7 @@ DEFAULTS: dict[str, Any] = {
     "PLOY_CACHE_KEY_PREFIX": "ploy",
     "PLOY_CACHE_ON_ERROR": "miss",
     "PLOY_CACHE_MAX_ENTRIES": 10_000,
+    "PLOY_CACHE_MAX_BYTES": 64 * 1024 * 1024,
     "PLOY_CACHE_COOLDOWN": 1.0,
     "PLOY_STATE_URL": None,
     "PLOY_STATE_RESOURCES": {},
@@ -264,6 +265,7 @@ class Settings:
     cache_key_prefix: str
     cache_on_error: str
     cache_max_entries: int
+    cache_max_bytes: int
     cache_cooldown: float
     state_url: str | None = field(repr=False)
     state_resources: dict[str, str] = field(repr=False)
@@ -358,6 +360,7 @@ def read_settings(config: Mapping[str, Any], bindings: Bindings) -> Settings:
         cache_key_prefix=prefix,
         cache_on_error=on_error,
         cache_max_entries=_number(config, "PLOY_CACHE_MAX_ENTRIES", 1, True),
+        cache_max_bytes=_number(config, "PLOY_CACHE_MAX_BYTES", 1, True),
         cache_cooldown=float(_number(config, "PLOY_CACHE_COOLDOWN", 0, False)),
         state_url=config.get("PLOY_STATE_URL"),
         state_resources=resources["state"],

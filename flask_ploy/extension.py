@@ -122,10 +122,11 @@ class FlaskPloy:
         """Failure counts per cache backend URL (passwords masked).
 
         ``failures``: operations that failed on the backend; ``skipped``:
-        operations not tried while its circuit breaker was open.
+        operations not tried while its circuit breaker was open; ``busy``:
+        operations that found no free pooled connection in time (not failures).
         """
         return {
-            b.display_url: {"failures": b.failures, "skipped": b.skipped}
+            b.display_url: {"failures": b.failures, "skipped": b.skipped, "busy": b.busy}
             for b in self.app_bindings(app).cache_backends()
         }
 

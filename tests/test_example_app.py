@@ -539,6 +539,7 @@ def test_environment_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
             "redis://:***@127.0.0.1:6399/3": {
                 "failures": 0,
                 "skipped": 0,
+                "busy": 0,
             }
         }
         assert example_app.ploy.state_store("STATE", app).display_url.endswith("/env.sqlite3")

@@ -384,3 +384,22 @@ def test_a_raw_at_sign_in_a_password_is_refused_without_showing_it(tmp_path: Pat
         FlaskPloy(app)
     shown = everything_about(info.value)
     assert "ss:w0rd" not in shown and "w0rd" not in shown, shown
+@pytest.mark.parametrize("password", ODD_PASSWORDS)
+def test_odd_passwords_are_masked_in_cache_url_errors(tmp_path: Path, password: str) -> None:
+    for url in (
+        f"redis://:{password}@127.0.0.1:6379/0",
+        f"redis+sentinel://:{password}@127.0.0.1:26379",
+        f"redis+cluster://:{password}@",
+        f"memcached://:{password}@127.0.0.1",
+    ):
+        app = Flask("secrets", root_path=str(tmp_path))
+        app.config.update(PLOY_BINDINGS={"cache": {"CACHE": "default"}}, PLOY_CACHE_URL=url)
+        try:
+            FlaskPloy(app)
+        except PloyConfigError as exc:
+            shown = everything_about(exc)
+        else:  # a URL redis-py accepts: shown masked
+            shown = app.test_cli_runner().invoke(args=["ploy", "config"]).output
+            app.extensions["ploy"].app_bindings(app).close()
+            assert "***" in shown, shown
+        assert password not in shown, shown

@@ -7,12 +7,12 @@ from __future__ import annotations
 import queue
 from collections.abc import Mapping
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 import redis.exceptions
 
-from .._urls import redact_url, split_hosts
+from .._urls import redact_url, scrub, split_hosts
 from .._validate import not_integer
 from ..errors import PloyConfigError
 from .base import CacheBackend, Fault, Unavailable
@@ -100,14 +100,25 @@ def parse_multi_host_url(
     """
     base, query_options = options_from_query(url)
     merged = {**options, **query_options}
-    parts = urlsplit(base)
-    user, password, hosts = split_hosts(parts.netloc, default_port)
+    # Everything up to the last "@" is user info (a password may hold "/").
+    rest = base.partition("://")[2]
+    userinfo, at, hostpath = rest.rpartition("@")
+    hostlist, _, path = hostpath.partition("/")
+    try:
+        user, password, hosts = split_hosts(
+            f"{userinfo}@{hostlist}" if at else hostlist, default_port
+        )
+    except ValueError:
+        raise PloyConfigError(
+            f"cache URL {redact_url(url)}: a port is not a number; percent-encode special"
+            " characters of a password (urllib.parse.quote(password, safe=''))"
+        ) from None
     if password is not None:
-        merged.setdefault("password", password)
+        merged.setdefault("password", unquote(password))
     if user is not None:
-        merged.setdefault("username", user)
+        merged.setdefault("username", unquote(user))
     merged.setdefault("decode_responses", True)
-    return merged, hosts, [p for p in parts.path.split("/") if p]
+    return merged, hosts, [p for p in path.split("/") if p]
 
 
 class RedisBackend(CacheBackend):
@@ -163,7 +174,7 @@ class RedisBackend(CacheBackend):
         try:
             pool = redis.BlockingConnectionPool.from_url(url, **options)
         except (ValueError, TypeError) as exc:
-            raise PloyConfigError(f"cache URL {redact_url(url)}: {exc}") from None
+            raise PloyConfigError(f"cache URL {redact_url(url)}: {scrub(str(exc), url)}") from None
         return redis.Redis(connection_pool=pool)
 
     def classify(self, exc: BaseException) -> Fault:
