@@ -10,6 +10,7 @@ problem. Neither holds more than a page (writing) or a bounded element
 
 from __future__ import annotations
 
+import array
 import codecs
 import itertools
 import json
@@ -82,6 +83,14 @@ class DumpReader:
     raises :class:`BadInput` naming the line. Iterable again if the file is
     seekable (:meth:`State.load` may run its transaction again after a lock
     conflict).
+
+    Memory stays bounded: no line or array element longer than the longest
+    valid record (every character of a maximal key and value escaped, 6 bytes
+    each) is held, and nesting deeper than Python's recursion limit is a
+    :class:`BadInput`. A key that appears twice is refused at the end (before
+    the load commits): a dump holds each key once. Dumps come in key order,
+    where a repeat is the previous key; for input in another order, a hash
+    and a line number per key (16 bytes) find repeats at the end.
     """
 
     def __init__(
@@ -103,6 +112,12 @@ class DumpReader:
         except OSError:
             self._start = None
         self._started = False
+        #: The longest line or array element a valid record can take, in bytes.
+        self.max_element = 6 * (max_key + max_value) + 4096
+        self._previous: str | None = None
+        self._in_order = True
+        self._hashes = array.array("q")
+        self._lines = array.array("q")
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         if self._started:
@@ -114,6 +129,8 @@ class DumpReader:
                 )
             self.stream.seek(self._start)
         self._started = True
+        self._previous, self._in_order = None, True
+        self._hashes, self._lines = array.array("q"), array.array("q")
         return self._pairs()
 
     def _chunks(self) -> Iterator[bytes]:
@@ -139,10 +156,10 @@ class DumpReader:
             return
         if body[:1] == b"[":
             self.format = "json"
-            yield from self._json(rest)
+            pairs = self._json(rest)
         elif body[:1] == b"{":
             self.format = "jsonl"
-            yield from self._jsonl(rest)
+            pairs = self._jsonl(rest)
         else:
             line = head[: len(head) - len(body)].count(b"\n") + 1
             raise BadInput(
@@ -150,25 +167,77 @@ class DumpReader:
                 f' JSON array ([...]) of {{"key": ..., "value": ...}} objects, found'
                 f" {body[:20].decode('utf-8', 'replace')!r}"
             )
+        for pair, line in pairs:
+            self._count(pair[0], line)
+            yield pair
+        self._refuse_repeats()
 
-    def _jsonl(self, chunks: Iterable[bytes]) -> Iterator[tuple[str, str]]:
+    def _count(self, key: str, line: int) -> None:
+        """Note *key* (at *line*) for :meth:`_refuse_repeats`."""
+        previous = self._previous
+        if previous is not None and key <= previous:
+            if key == previous:
+                raise BadInput(
+                    f"{self.name}, line {line}: key {key!r} again (it is on the record"
+                    " before); a dump holds each key once, and loading it twice would"
+                    " keep only the last value"
+                )
+            self._in_order = False
+        self._previous = key
+        self._hashes.append(hash(key))
+        self._lines.append(line)
+
+    def _refuse_repeats(self) -> None:
+        """At the end: refuse a key that came twice, out of order."""
+        if self._in_order:
+            return
+        hashes = self._hashes
+        if len(set(hashes)) == len(hashes):
+            return
+        first: dict[int, int] = {}
+        for h, line in zip(hashes, self._lines):
+            if h in first:
+                raise BadInput(
+                    f"{self.name}, line {line}: a key that is on line {first[h]} too; a"
+                    " dump holds each key once, and loading it twice would keep only the"
+                    " last value"
+                )
+            first[h] = line
+
+    def _jsonl(self, chunks: Iterable[bytes]) -> Iterator[tuple[tuple[str, str], int]]:
         line = 0
         parts: list[bytes] = []
+        held = 0  # bytes of the unfinished line in parts
         for data in chunks:
             pieces = data.split(b"\n")
             if len(pieces) == 1:
                 parts.append(data)
+                held += len(data)
+                if held > self.max_element:
+                    self._too_long(line + 1)
                 continue
             parts.append(pieces[0])
+            if held + len(pieces[0]) > self.max_element:
+                self._too_long(line + 1)
             pieces[0] = b"".join(parts)
             parts = [pieces.pop()]
+            held = len(parts[0])
             for raw in pieces:
                 line += 1
+                if len(raw) > self.max_element:
+                    self._too_long(line)
                 if raw and not raw.isspace():
-                    yield self._line(raw, line)
+                    yield self._line(raw, line), line
         raw = b"".join(parts)
         if raw and not raw.isspace():
-            yield self._line(raw, line + 1)
+            yield self._line(raw, line + 1), line + 1
+
+    def _too_long(self, line: int) -> NoReturn:
+        raise BadInput(
+            f"{self.name}, line {line}: longer than any valid record ({self.max_element:,}"
+            " bytes, for PLOY_MAX_KEY_BYTES and PLOY_MAX_VALUE_BYTES); is it a JSON Lines"
+            " dump?"
+        )
 
     def _line(self, raw: bytes, line: int) -> tuple[str, str]:
         try:
@@ -182,17 +251,19 @@ class DumpReader:
             raise BadInput(
                 f"{self.name}, line {line}: invalid JSON: {exc.msg} (column {exc.colno})"
             ) from None
+        except RecursionError:
+            raise BadInput(f"{self.name}, line {line}: JSON nested too deeply") from None
         return self._pair(obj, line)
 
-    def _json(self, chunks: Iterator[bytes]) -> Iterator[tuple[str, str]]:
-        text = _Text(chunks, self.name, 6 * (self.max_key + self.max_value) + 4096)
+    def _json(self, chunks: Iterator[bytes]) -> Iterator[tuple[tuple[str, str], int]]:
+        text = _Text(chunks, self.name, self.max_element)
         text.expect("[")
         if text.peek() == "]":
             text.pos += 1
         else:
             while True:
                 obj, line = text.value()
-                yield self._pair(obj, line)
+                yield self._pair(obj, line), line
                 c = text.peek()
                 text.pos += 1
                 if c == "]":
@@ -349,6 +420,8 @@ class _Text:
         while True:
             try:
                 obj, end = self._decode(self.buf, self.pos)
+            except RecursionError:
+                self.fail("JSON nested too deeply")
             except json.JSONDecodeError as exc:
                 tail = len(self.buf) - self.pos
                 truncated = exc.pos >= len(self.buf) - 12 or exc.msg.startswith("Unterminated")
