@@ -21,16 +21,17 @@ class _Unknown:
     you mean" search is paid only by a message someone reads.
     """
 
-    __slots__ = ("name", "names", "source")
+    __slots__ = ("bindings", "name", "source")
 
     def __init__(self, name: str, source: str, bindings: tuple[Binding, ...]) -> None:
         self.name = name
         self.source = source
-        self.names = tuple(b.name for b in bindings)
+        self.bindings = bindings
 
     def __str__(self) -> str:
-        guess = difflib.get_close_matches(self.name.upper(), self.names, n=1)
-        names = ", ".join(self.names) or "(none)"
+        valid = [b.name for b in self.bindings]
+        guess = difflib.get_close_matches(self.name.upper(), valid, n=1)
+        names = ", ".join(valid) or "(none)"
         said = f"g.env has no binding {self.name!r}"
         if guess:
             return f"{said}; did you mean {guess[0]}? The bindings in {self.source} are: {names}"
