@@ -14,7 +14,7 @@ import pytest
 from flask import Flask, g
 
 from flask_ploy import FlaskPloy, PloyConfigError, PloyError, UnknownBinding
-from flask_ploy.config import load_bindings
+from flask_ploy.config import DEFAULTS, load_bindings
 
 
 def app_with_file(tmp_path: Path, text: str, **config: Any) -> Flask:
@@ -696,3 +696,32 @@ def test_hasattr_on_g_env_stays_cheap(tmp_path: Path) -> None:
 
     one, many = miss_cost(1), miss_cost(300)
     assert many < 2 * one, (one, many)
+
+
+def test_every_page_tells_the_same_settings_story() -> None:
+    """No page, example or help text teaches a ``PLOY_*`` environment
+    variable (flask-ploy does not read them); the pages that explain
+    settings say how they are read."""
+    from .test_docs import DOCS, PAGES, ROOT, SHELL, markdown_blocks, rst_blocks
+
+    assignment = re.compile(r"(?<![A-Za-z0-9_])(PLOY_[A-Z0-9_]+)=")
+
+    def wrong(line: str) -> bool:  # PLOY_TEST_TAG=... and the like are not settings
+        return any(name in DEFAULTS for name in assignment.findall(line))
+
+    found = []
+    pages = [(ROOT / "README.md", markdown_blocks), *((p, rst_blocks) for p in PAGES)]
+    for path, blocks in pages:
+        for block in blocks(path.read_text(encoding="utf-8")):
+            if block.lang in SHELL:
+                found += [(path.name, line) for line in block.code.splitlines() if wrong(line)]
+    for path in (ROOT / "Makefile", ROOT / "example_app" / "__init__.py"):
+        text = path.read_text(encoding="utf-8")
+        found += [(path.name, line) for line in text.splitlines() if wrong(line)]
+    assert found == []
+    for path in (
+        ROOT / "README.md",
+        *(DOCS / p for p in ("quickstart.rst", "config.rst", "deployment.rst")),
+    ):
+        text = path.read_text(encoding="utf-8")
+        assert "from_prefixed_env()" in text and "FLASK_PLOY_" in text, path.name
