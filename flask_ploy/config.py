@@ -678,6 +678,18 @@ def _mapping(config: Mapping[str, Any], key: str) -> dict[str, Any]:
     return dict(value)
 
 
+def _json_note(key: str, value: Any) -> str:
+    """Why a str setting may have arrived as a number: ``from_prefixed_env()``."""
+    name = f"FLASK_{key}"
+    if isinstance(value, str) or name not in os.environ:
+        return ""
+    return (
+        f" ({name} in the environment was read as JSON by"
+        f" app.config.from_prefixed_env(); write a string in double quotes inside"
+        f" single ones, {name}='\"...\"')"
+    )
+
+
 def read_settings(config: Mapping[str, Any], bindings: Bindings) -> Settings:
     """Check the ``PLOY_*`` settings against each other and the bindings.
 
@@ -693,7 +705,8 @@ def read_settings(config: Mapping[str, Any], bindings: Bindings) -> Settings:
     if not isinstance(prefix, str) or not prefix or ":" in prefix:
         raise PloyConfigError(
             "app.config['PLOY_CACHE_KEY_PREFIX'] must be a non-empty str without"
-            f" ':' (flask-ploy adds the separator), got {prefix!r}"
+            f" ':' (flask-ploy adds the separator), got {short(prefix)}"
+            + _json_note("PLOY_CACHE_KEY_PREFIX", prefix)
         )
     max_key = _number(config, "PLOY_MAX_KEY_BYTES", 1, True)
     if max_key > 512:
@@ -711,7 +724,7 @@ def read_settings(config: Mapping[str, Any], bindings: Bindings) -> Settings:
     if not isinstance(table, str) or not re.match(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z", table):
         raise PloyConfigError(
             "app.config['PLOY_STATE_TABLE'] must be a SQL identifier such as"
-            f" ploy_state, got {table!r}"
+            f" ploy_state, got {short(table)}" + _json_note("PLOY_STATE_TABLE", table)
         )
     resources: dict[str, dict[str, Any]] = {}
     for kind, key in (("cache", "PLOY_CACHE_RESOURCES"), ("state", "PLOY_STATE_RESOURCES")):
@@ -729,6 +742,7 @@ def read_settings(config: Mapping[str, Any], bindings: Bindings) -> Settings:
         if url is not None and not isinstance(url, str):
             raise PloyConfigError(
                 f"app.config[{key!r}] must be a URL str, not {type(url).__name__}"
+                + _json_note(key, url)
             )
     bind = config.get("PLOY_STATE_BIND")
     return Settings(

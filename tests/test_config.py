@@ -725,3 +725,25 @@ def test_every_page_tells_the_same_settings_story() -> None:
     ):
         text = path.read_text(encoding="utf-8")
         assert "from_prefixed_env()" in text and "FLASK_PLOY_" in text, path.name
+
+
+def test_a_number_from_the_environment_where_a_str_belongs(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """``FLASK_PLOY_CACHE_KEY_PREFIX=2024`` arrives as the int 2024 (JSON)."""
+    clean_env.setenv("FLASK_PLOY_CACHE_KEY_PREFIX", "2024")
+    app = bare_app(tmp_path)
+    app.config.from_prefixed_env()
+    with pytest.raises(PloyConfigError) as info:
+        FlaskPloy(app)
+    assert str(info.value) == (
+        "app.config['PLOY_CACHE_KEY_PREFIX'] must be a non-empty str without ':'"
+        " (flask-ploy adds the separator), got 2024 (FLASK_PLOY_CACHE_KEY_PREFIX in the"
+        " environment was read as JSON by app.config.from_prefixed_env(); write a string"
+        " in double quotes inside single ones, FLASK_PLOY_CACHE_KEY_PREFIX='\"...\"')"
+    )
+    clean_env.setenv("FLASK_PLOY_CACHE_KEY_PREFIX", '"2024"')
+    app = bare_app(tmp_path)
+    app.config.from_prefixed_env()
+    FlaskPloy(app)
+    assert app.config["PLOY_CACHE_KEY_PREFIX"] == "2024"
