@@ -345,6 +345,11 @@ def read_file(path: str, *, hint: str = "") -> Any:
     return parse_yaml(_decode(data, path), path)
 
 
+def _name(value: Any) -> str:
+    """A name as written, or :func:`short` if it is not a short str."""
+    return value if isinstance(value, str) and len(value) <= 60 else short(value)
+
+
 def _did_you_mean(name: str, choices: Iterable[str], cutoff: float = 0.75) -> str | None:
     """The choice *name* most likely misspells (case-insensitive), or ``None``."""
     by_lower = {c.lower(): c for c in choices}
@@ -375,9 +380,10 @@ def _check_top_level(doc: Mapping[Any, Any], source: str) -> None:
             )
         if BINDING_RE.match(key) and isinstance(value, str) and RESOURCE_RE.match(value):
             kinds = [k for k in KINDS if k.upper() in key] or list(KINDS)
-            where_to = " or ".join(f"'{k}: {{{key}: {value}}}'" for k in kinds)
+            pair = f"{_name(key)}: {_name(value)}"
+            where_to = " or ".join(f"'{k}: {{{pair}}}'" for k in kinds)
             raise PloyConfigError(
-                f"{where}: '{key}: {value}' looks like a binding at the top level;"
+                f"{where}: '{pair}' looks like a binding at the top level;"
                 f" bindings go in a section, indented under it: did you mean {where_to}?"
             )
 
@@ -415,7 +421,7 @@ def validate(doc: Any, source: str) -> Bindings:
             )
         for name, resource in section.items():
             where = _where(source, section, name)
-            shown_name = name if isinstance(name, str) and len(name) <= 60 else short(name)
+            shown_name = _name(name)
             if not isinstance(name, str) or not BINDING_RE.match(name):
                 raise PloyConfigError(
                     f"{where}: {kind}.{shown_name}: binding name must match"

@@ -890,6 +890,16 @@ HOSTILE_FILES: list[tuple[str, Callable[[Path], None], str]] = [
         r"line 3: invalid YAML: .*more than 1048576 characters",
     ),
     (
+        "a 100,000-character binding at the top level",
+        lambda d: (d / "ploy.yaml").write_text("? " + "A" * 100_000 + "\n: default\n"),
+        r"line 1: ''AAAA.*AAA': default' looks like a binding at the top level",
+    ),
+    (
+        "a 100,000-character binding name",
+        lambda d: (d / "ploy.yaml").write_text("cache:\n  ? " + "a" * 100_000 + "\n  : x\n"),
+        r"line 2: cache.'aaa.*aaa': binding name must match",
+    ),
+    (
         "a recursive alias",
         lambda d: (d / "ploy.yaml").write_text("a: &a [*a]\ncache:\n  CACHE: *a\n"),
         r"line 1: invalid YAML: alias \*a is inside its own anchor",
