@@ -747,3 +747,19 @@ def test_a_number_from_the_environment_where_a_str_belongs(
     app.config.from_prefixed_env()
     FlaskPloy(app)
     assert app.config["PLOY_CACHE_KEY_PREFIX"] == "2024"
+
+
+def test_merge_keys_follow_yaml() -> None:
+    """``<<: *defaults`` then an override is how YAML users share settings;
+    it was refused as a duplicate key. A key given twice by hand still is."""
+    from flask_ploy.config import parse_yaml
+
+    doc = parse_yaml(
+        "a: &a {x: 1, y: 1}\nb: &b {x: 2, z: 2}\n"
+        "one: {<<: *a, x: 9}\nboth: {<<: [*a, *b]}\n",
+        "ploy.yaml",
+    )
+    assert doc["one"] == {"x": 9, "y": 1}  # the mapping's own key wins
+    assert doc["both"] == {"x": 1, "y": 1, "z": 2}  # the first merged mapping wins
+    with pytest.raises(PloyConfigError, match="line 1: invalid YAML: duplicate key 'x'"):
+        parse_yaml("one: {<<: {x: 1}, x: 2, x: 3}\n", "ploy.yaml")
