@@ -21,7 +21,7 @@ help:
 	@echo "                PORT=8000 make run   another port (default 5000)"
 	@echo "                HOST=0.0.0.0 ...     listen beyond this machine: the debugger runs code"
 	@echo "                                     for whoever reaches it, so only on a trusted network"
-	@echo "                PLOY_CACHE_URL=redis://127.0.0.1:6379/0 make run   a shared Redis cache"
+	@echo "                FLASK_PLOY_CACHE_URL=redis://127.0.0.1:6379/0 make run   a shared Redis cache"
 	@echo "                (PostgreSQL or MariaDB state: .venv/bin/pip install -e '.[postgres]' or '.[mysql]')"
 	@echo "make test       the test suite (installs .[dev]); PYTEST_ARGS='-k page' to choose"
 	@echo "make lint | typing | docs | bench | check    style, mypy --strict, Sphinx, benchmarks, all"
@@ -48,7 +48,7 @@ $(DEV_STAMP): setup.cfg pyproject.toml | $(VENV)/bin/python
 run: $(RUN_STAMP)
 	@echo "Example app on http://$(HOST):$(PORT)/ (debug mode: reloads when a file changes)."
 	@echo "Another port: PORT=8000 make run. A shared Redis cache:"
-	@echo "  PLOY_CACHE_URL=redis://127.0.0.1:6379/0 make run"
+	@echo "  FLASK_PLOY_CACHE_URL=redis://127.0.0.1:6379/0 make run"
 	$(BIN)/flask --app example_app run --debug --host $(HOST) --port $(PORT)
 
 test: $(DEV_STAMP)

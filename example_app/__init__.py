@@ -4,8 +4,12 @@ as a Flask endpoint, and the better ways flask-ploy adds beside them.
 Run it::
 
     make run                                    # memory:// cache, SQLite state
-    PLOY_CACHE_URL=redis://127.0.0.1:6379/0 make run
+    FLASK_PLOY_CACHE_URL=redis://127.0.0.1:6379/0 make run
     gunicorn -w 4 -b 127.0.0.1:8000 'example_app:create_app()'
+
+Settings come from the environment as Flask reads them,
+``app.config.from_prefixed_env()``: ``FLASK_PLOY_CACHE_URL`` sets
+``PLOY_CACHE_URL``, ``FLASK_SECRET_KEY`` sets ``SECRET_KEY``.
 
 Modules:
 
@@ -34,33 +38,32 @@ log = logging.getLogger(__name__)
 #: One extension object for every app the factory makes (tests make many).
 ploy = FlaskPloy()
 
-#: Settings taken from the environment when set, so one build runs anywhere.
-ENV_SETTINGS = ("SECRET_KEY", "PLOY_CACHE_URL", "PLOY_STATE_URL")
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Make the example app.
 
-    Settings, later ones winning: the defaults below, then ``SECRET_KEY``,
-    ``PLOY_CACHE_URL`` and ``PLOY_STATE_URL`` from the environment, then
-    *config*. Without a URL, the cache is in memory (one per process) and
-    State is a SQLite file in ``example_app/instance/``.
+    Settings, later ones winning: the defaults below, then every
+    ``FLASK_*`` environment variable (``FLASK_PLOY_CACHE_URL``,
+    ``FLASK_PLOY_STATE_URL``, ``FLASK_SECRET_KEY``...), then *config*, so a
+    test's settings win over the shell's. Without a URL, the cache is in
+    memory (one per process) and State is a SQLite file in
+    ``example_app/instance/``.
     """
     app = Flask(__name__, instance_path=os.path.join(HERE, "instance"))
     app.config.from_mapping(
-        # Signs the flash messages of the page. Set SECRET_KEY in production.
-        SECRET_KEY="dev",  # noqa: S106 (a development default, replaced from the environment)
+        # Signs the flash messages of the page. Set FLASK_SECRET_KEY in production.
+        SECRET_KEY="dev",  # noqa: S106 (a development default; set FLASK_SECRET_KEY)
         # How long the "expensive report" takes to compute, in seconds.
         REPORT_SECONDS=0.5,
         # The atomic rate limiter: RATE_LIMIT requests per RATE_WINDOW seconds.
         RATE_LIMIT=5,
         RATE_WINDOW=10,
     )
-    for key in ENV_SETTINGS:
-        if os.environ.get(key):
-            app.config[key] = os.environ[key]
+    # FLASK_PLOY_CACHE_URL=redis://... sets PLOY_CACHE_URL; values that are
+    # JSON are parsed (FLASK_PLOY_CACHE_COOLDOWN=2 is a number).
+    app.config.from_prefixed_env()
     if config:
         app.config.update(config)
 

@@ -9,6 +9,7 @@ use them through the extension's public accessors.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import config as _config
+from ._urls import redact_url
 from .cache import Cache, CacheBackend, backend_for_client, make_backend
 from .errors import PloyConfigError
 from .state import StateSettings, StateStore
@@ -184,6 +186,10 @@ def _build_states(into: AppBindings, instance_path: str, db: Any) -> None:
         if url is None and db is not None:
             key = "(db)"
         else:
+            if url is not None:
+                check_state_url(url, f"PLOY_STATE_RESOURCES[{b.resource!r}]")
+            elif s.state_url is not None:
+                check_state_url(s.state_url, "PLOY_STATE_URL")
             url = resolve_sqlite(url or s.state_url, instance_path)
             key = url
         store = into._state_stores.get(key)
@@ -194,6 +200,49 @@ def _build_states(into: AppBindings, instance_path: str, db: Any) -> None:
                 store = StateStore(url, settings, engine_options=s.state_engine_options)
             into._state_stores[key] = store
         into.states[b.name] = (store, b.resource)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_state_url(url: str, key: str) -> None:
+    """Refuse, with the URL to write instead, state URLs that SQLAlchemy
+    would refuse or that need a driver flask-ploy does not install.
+
+    ``postgres://`` (Heroku's and others' spelling); ``postgresql://`` and
+    ``postgresql+psycopg2://`` without psycopg2; ``mysql://`` and
+    ``mariadb://`` without mysqlclient: flask-ploy's extras install psycopg 3
+    and PyMySQL.
+
+    :raises PloyConfigError: Naming the config key and the URL to use.
+    """
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        return
+    backend, _, driver = scheme.lower().partition("+")
+    shown = f"app.config[{key!r}] = {redact_url(url)!r}"
+    if backend == "postgres":
+        raise PloyConfigError(
+            f"{shown}: SQLAlchemy does not accept the postgres:// spelling (Heroku's"
+            " and other hosts' DATABASE_URL); write postgresql+psycopg://"
+            f"{redact_url(url).partition('://')[2]} (psycopg 3: pip install"
+            " 'flask-ploy[postgres]')"
+        )
+    if backend == "postgresql" and driver in ("", "psycopg2") and not _installed("psycopg2"):
+        raise PloyConfigError(
+            f"{shown}: {scheme}:// uses the psycopg2 driver, which is not installed;"
+            " write postgresql+psycopg:// (psycopg 3: pip install 'flask-ploy[postgres]')"
+        )
+    if backend in ("mysql", "mariadb") and driver in ("", "mysqldb") and not _installed("MySQLdb"):
+        raise PloyConfigError(
+            f"{shown}: {scheme}:// uses the mysqlclient driver (MySQLdb), which is"
+            f" not installed; write {backend}+pymysql:// (PyMySQL: pip install"
+            " 'flask-ploy[mysql]')"
+        )
 
 
 def resolve_sqlite(url: str | None, instance_path: str) -> str:

@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask import current_app, g
@@ -160,13 +160,23 @@ def _echo_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 # flask ploy config / check / types
 
 
+def _echo_settings_warnings(config: Any) -> None:
+    """List the settings and variables that have no effect, after a report."""
+    warnings = _config.settings_warnings(config, os.environ)
+    if warnings:
+        click.echo("\nSettings with no effect:")
+        for warning in warnings:
+            click.echo(f"- {warning}")
+
+
 @ploy_cli.command("config")
 def config_command() -> None:
     """Show the bindings and their backends, passwords masked.
 
     Reads ploy.yaml (or PLOY_BINDINGS) and the PLOY_* settings again, so
     an edit made since the app started is checked too. Exits 1 with the
-    error if the configuration is invalid. Opens no connection.
+    error if the configuration is invalid. Opens no connection. Lists any
+    PLOY_* setting or environment variable that has no effect.
     """
     ext = _ext()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -183,26 +193,23 @@ def config_command() -> None:
             rows.append((b.name, b.kind, b.resource, url, bindings.source))
     finally:
         fresh.close()
-    if not rows:
-        click.echo(f"No cache or state bindings in {bindings.source}.")
-        return
     _echo_table(("Binding", "Kind", "Resource", "Backend", "Source"), rows)
+    _echo_settings_warnings(app.config)
 
 
 @ploy_cli.command("check")
 def check_command() -> None:
     """Ping every backend; exit 1 if one is down.
 
-    Shows the latency of each backend, and the error of each one down.
+    Shows the latency of each backend, and the error of each one down;
+    then any PLOY_* setting or environment variable that has no effect (a
+    warning: the exit code is for the backends only).
 
     The latency is the median of three round trips (PING or SELECT 1) after
     the first, which also opens the connection.
     """
     app_bindings = _app_bindings()
     targets = app_bindings.backends()
-    if not targets:
-        click.echo(f"No cache or state bindings in {app_bindings.bindings.source}.")
-        return
     rows: list[tuple[str, ...]] = []
     down = 0
     for target in targets:
@@ -224,6 +231,7 @@ def check_command() -> None:
             status, detail = "ok", f"{median:.2f} ms (connect {connect * 1000:.1f} ms)"
         rows.append((target.kind, target.display_url, ", ".join(target.bindings), status, detail))
     _echo_table(("Kind", "Backend", "Bindings", "Status", "Latency or error"), rows)
+    _echo_settings_warnings(current_app.config)
     if down:
         raise click.ClickException(f"{down} of {len(targets)} backends are down")
 

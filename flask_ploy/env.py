@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,34 @@ from .state import Connections, State
 
 if TYPE_CHECKING:
     from .app_bindings import AppBindings
+    from .config import Binding
+
+
+class _Unknown:
+    """The message of an :class:`~flask_ploy.UnknownBinding`, built when shown.
+
+    ``hasattr(g.env, "X")`` raises and catches one for every miss; the "did
+    you mean" search is paid only by a message someone reads.
+    """
+
+    __slots__ = ("bindings", "name", "source")
+
+    def __init__(self, name: str, source: str, bindings: tuple[Binding, ...]) -> None:
+        self.name = name
+        self.source = source
+        self.bindings = bindings
+
+    def __str__(self) -> str:
+        valid = [b.name for b in self.bindings]
+        guess = difflib.get_close_matches(self.name.upper(), valid, n=1)
+        names = ", ".join(valid) or "(none)"
+        said = f"g.env has no binding {self.name!r}"
+        if guess:
+            return f"{said}; did you mean {guess[0]}? The bindings in {self.source} are: {names}"
+        return f"{said}; the bindings in {self.source} are: {names}"
+
+    def __repr__(self) -> str:
+        return repr(str(self))
 
 
 class Env:
@@ -33,11 +62,8 @@ class Env:
         if spec is None:
             if name.startswith("__"):
                 raise AttributeError(name)
-            names = ", ".join(b.name for b in self._ploy.bindings.bindings) or "(none)"
-            raise UnknownBinding(
-                f"g.env has no binding {name!r}; the bindings in"
-                f" {self._ploy.bindings.source} are: {names}"
-            )
+            bindings = self._ploy.bindings
+            raise UnknownBinding(_Unknown(name, bindings.source, bindings.bindings))
         connections = self._connections
         if connections is None:
             connections = self.__dict__["_connections"] = Connections()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +19,8 @@ from . import config as _config
 from .app_bindings import AppBindings, build
 from .env import Env
 from .state import StateStore
+
+log = logging.getLogger("flask_ploy")
 
 #: What :meth:`FlaskPloy.isolated` replaces unless told otherwise: every URL,
 #: pool and client option, so no configured backend is reached.
@@ -59,7 +63,10 @@ class FlaskPloy:
 
         Sets every ``PLOY_*`` default on ``app.config``, adds ``g.env`` to
         every app context, returns borrowed connections at teardown, and
-        adds the ``flask ploy`` commands.
+        adds the ``flask ploy`` commands. Logs a warning (logger
+        ``flask_ploy``) for each ``PLOY_*`` key of ``app.config`` and each
+        ``PLOY_*`` or ``FLASK_PLOY_*`` environment variable that has no
+        effect (:func:`flask_ploy.config.settings_warnings`).
 
         :raises PloyConfigError: ``ploy.yaml`` or a ``PLOY_*`` setting is invalid.
         :raises RuntimeError: A FlaskPloy is already registered on *app*.
@@ -71,6 +78,8 @@ class FlaskPloy:
             )
         for key, default in _config.DEFAULTS.items():
             app.config.setdefault(key, default.copy() if isinstance(default, dict) else default)
+        for warning in _config.settings_warnings(app.config, os.environ):
+            log.warning("flask-ploy: %s", warning)
         self._apps[app] = self.build(app)
         app.extensions["ploy"] = self
         appcontext_pushed.connect(self._push_env, app)

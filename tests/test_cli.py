@@ -159,6 +159,32 @@ def test_check_fails_when_a_backend_is_down(make_app: AppFactory) -> None:
     assert "pw@" not in out
 
 
+def test_check_and_config_list_settings_with_no_effect(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in list(os.environ):
+        if key.upper().startswith(("PLOY_", "FLASK_")):
+            monkeypatch.delenv(key)
+    app = make_app(PLOY_CACHE_URI="redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("PLOY_STATE_URL", "postgres://app:s3cret@db.example.com/app")
+    for command in ("check", "config"):
+        result = run(app, command)
+        assert result.exit_code == 0, result.output  # a warning, not a failure
+        report, _, listed = result.output.partition("\nSettings with no effect:\n")
+        assert "memory://" in report
+        assert listed.splitlines() == [
+            "- app.config['PLOY_CACHE_URI'] is not a flask-ploy setting and has no effect;"
+            " did you mean PLOY_CACHE_URL?",
+            "- environment variable PLOY_STATE_URL has no effect: flask-ploy reads its"
+            " settings from app.config, not from PLOY_* variables. Name it"
+            " FLASK_PLOY_STATE_URL and call app.config.from_prefixed_env() before FlaskPloy(app)",
+        ]
+        assert "s3cret" not in result.output
+    monkeypatch.delenv("PLOY_STATE_URL")
+    del app.config["PLOY_CACHE_URI"]
+    assert "Settings with no effect" not in run(app, "check").output
+
+
 # -- binding errors ---------------------------------------------------------------
 
 
@@ -505,8 +531,11 @@ FlaskPloy(app)
 """
 
 
-def flask(tmp_path: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+def flask(
+    tmp_path: Path, *args: str, env_extra: dict[str, str] | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
+    env.update(env_extra or {})
     return subprocess.run(
         [sys.executable, "-m", "flask", "--app", "cliapp", "ploy", *args],
         cwd=tmp_path,
@@ -622,3 +651,34 @@ def test_a_huge_line_is_refused_in_bounded_memory(tmp_path: Path) -> None:
     assert "line 2: longer than any valid record" in err and "nothing was written" in err
     peak_mib = int(err.rsplit("maxrss", 1)[1].split()[0]) / 1024
     assert peak_mib < 150, f"peak RSS {peak_mib:.0f} MiB for a 200 MiB line"
+
+
+HELLO = """
+from flask import Flask
+from flask_ploy import FlaskPloy
+
+app = Flask(__name__)
+app.config.from_prefixed_env()
+FlaskPloy(app)
+"""
+
+
+def test_the_environment_as_a_user_sets_it(tmp_path: Path) -> None:
+    """The issue's command, in a real process: ``PLOY_CACHE_URL=redis://...
+    flask --app hello ploy config`` showed memory:// and said nothing."""
+    (tmp_path / "cliapp.py").write_text(HELLO)
+    write_yaml(tmp_path / "ploy.yaml")
+    url = "redis://:s3cret@127.0.0.1:1/0"
+
+    wrong = flask(tmp_path, "config", env_extra={"PLOY_CACHE_URL": url})
+    assert wrong.returncode == 0
+    assert b"memory://" in wrong.stdout
+    assert b"Name it FLASK_PLOY_CACHE_URL and call app.config.from_prefixed_env()" in wrong.stdout
+    assert b"Name it FLASK_PLOY_CACHE_URL" in wrong.stderr  # init_app's warning, once
+    assert wrong.stderr.count(b"PLOY_CACHE_URL has no effect") == 1
+
+    right = flask(tmp_path, "config", env_extra={"FLASK_PLOY_CACHE_URL": url})
+    assert right.returncode == 0
+    assert b"redis://:***@127.0.0.1:1/0" in right.stdout
+    assert b"no effect" not in right.stdout + right.stderr
+    assert b"s3cret" not in wrong.stdout + wrong.stderr + right.stdout + right.stderr

@@ -529,9 +529,10 @@ def test_browser_writes_from_another_site_are_refused(client: Any) -> None:
 
 
 def test_environment_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("PLOY_CACHE_URL", "redis://:env-pw@127.0.0.1:6399/3")
-    monkeypatch.setenv("PLOY_STATE_URL", f"sqlite:///{tmp_path}/env.sqlite3")
-    monkeypatch.setenv("SECRET_KEY", "from-env")
+    """The example reads the environment as Flask does (from_prefixed_env)."""
+    monkeypatch.setenv("FLASK_PLOY_CACHE_URL", "redis://:env-pw@127.0.0.1:6399/3")
+    monkeypatch.setenv("FLASK_PLOY_STATE_URL", f"sqlite:///{tmp_path}/env.sqlite3")
+    monkeypatch.setenv("FLASK_SECRET_KEY", "from-env")
     app = create_app()
     try:
         assert app.config["SECRET_KEY"] == "from-env"
@@ -553,8 +554,9 @@ def test_environment_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
 
 def test_defaults_and_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in example_app.ENV_SETTINGS:
-        monkeypatch.delenv(key, raising=False)
+    for key in list(os.environ):
+        if key.startswith("FLASK_"):
+            monkeypatch.delenv(key)
     from flask.cli import ScriptInfo
 
     app = ScriptInfo(app_import_path="example_app").load_app()  # what `flask --app` does
@@ -580,8 +582,8 @@ def test_defaults_and_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_gunicorn_workers_share_cache_and_state(tmp_path: Path) -> None:
     servers.need(servers.redis_ok(), f"Redis at {servers.REDIS_URL}")
     env = {
-        "PLOY_CACHE_URL": servers.REDIS_URL,
-        "PLOY_STATE_URL": f"sqlite:///{tmp_path}/state.sqlite3",
+        "FLASK_PLOY_CACHE_URL": servers.REDIS_URL,
+        "FLASK_PLOY_STATE_URL": f"sqlite:///{tmp_path}/state.sqlite3",
     }
     uid = uuid.uuid4().hex[:10]
     with servers.gunicorn(tmp_path, env, "-w", "2") as (base, _):

@@ -115,8 +115,8 @@ def test_redis_killed_and_restarted_under_gunicorn(
     servers.need(bool(servers.REDIS_SERVER), "redis-server")
     redis_proc = servers.start_redis()
     env = {
-        "PLOY_CACHE_URL": redis_proc.url,
-        "PLOY_STATE_URL": f"sqlite:///{tmp_path}/state.sqlite3",
+        "FLASK_PLOY_CACHE_URL": redis_proc.url,
+        "FLASK_PLOY_STATE_URL": f"sqlite:///{tmp_path}/state.sqlite3",
     }
     try:
         with servers.gunicorn(tmp_path, env, "-w", "2") as (base, _):
@@ -192,7 +192,10 @@ def test_hung_redis_under_gunicorn_stays_bounded(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     hung = servers.HungServer()
-    env = {"PLOY_CACHE_URL": hung.url, "PLOY_STATE_URL": f"sqlite:///{tmp_path}/state.sqlite3"}
+    env = {
+        "FLASK_PLOY_CACHE_URL": hung.url,
+        "FLASK_PLOY_STATE_URL": f"sqlite:///{tmp_path}/state.sqlite3",
+    }
     try:
         with servers.gunicorn(tmp_path, env, "-w", "2") as (base, _):
             times: list[float] = []
@@ -690,7 +693,7 @@ def test_gunicorn_preload_shares_no_connection(
             ).mappings()
             return [dict(r) for r in rows]
 
-    env = {"PLOY_CACHE_URL": redis_proc.url, "PLOY_STATE_URL": pg_url}
+    env = {"FLASK_PLOY_CACHE_URL": redis_proc.url, "FLASK_PLOY_STATE_URL": pg_url}
     try:
         with servers.gunicorn(
             tmp_path,

@@ -22,6 +22,8 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -822,3 +824,228 @@ def test_no_state_key_reaches_another_resource(
     started = time.monotonic()
     check()
     _figure(request, f"isolation sqlite: {examples} examples in {time.monotonic() - started:.1f} s")
+
+
+# -- hostile ploy.yaml files: bounded time and memory -------------------------------------
+
+#: Runs FlaskPloy on one ploy.yaml in a fresh process, under a 1 GiB address-space
+#: limit (so an unbounded parse fails fast instead of swapping), and prints what
+#: happened with the time and the growth of the peak RSS.
+_ONE_FILE = """
+import json, resource, sys, time, tracemalloc
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from flask import Flask
+from flask_ploy import FlaskPloy
+
+def load():
+    app = Flask("hostile", root_path=sys.argv[1], instance_path=sys.argv[1] + "/instance")
+    app.config["TESTING"] = True
+    try:
+        FlaskPloy(app)
+        return "ok", ""
+    except BaseException as exc:
+        return type(exc).__name__, str(exc)[:5000]
+
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+kind, message = load()
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tracemalloc.start()  # again, to count every allocation the load makes
+load()
+traced = tracemalloc.get_traced_memory()[1]
+print(json.dumps({"kind": kind, "message": message, "seconds": seconds,
+                  "rss_mib": (peak - before) / 1024, "traced_mib": traced / 2**20}))
+"""
+
+
+def _laughs(levels: int) -> str:
+    """The classic: each level a list of nine aliases of the one before (9**levels)."""
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, levels):
+        p = f"*a{i - 1}"
+        lines.append(f"a{i}: &a{i} [{','.join([p] * 9)}]")
+    return "\n".join(lines) + f"\ncache:\n  CACHE: *a{levels - 1}\n"
+
+
+#: Each: (name, how to make ploy.yaml in a folder, what the PloyConfigError says).
+HOSTILE_FILES: list[tuple[str, Callable[[Path], None], str]] = [
+    (
+        "billion laughs in an error message",
+        lambda d: (d / "ploy.yaml").write_text(_laughs(9)),
+        r"line 5: invalid YAML: .*more than 10000 values",
+    ),
+    (
+        "billion laughs as a binding name",
+        lambda d: (d / "ploy.yaml").write_text(
+            _laughs(9).replace("cache:\n  CACHE: *a8", "cache:\n  ? *a8\n  : default")
+        ),
+        r"more than 10000 values",
+    ),
+    (
+        "aliases of a long string",
+        lambda d: (d / "ploy.yaml").write_text(
+            "s: &s " + "x" * 200_000 + "\ncache:\n  CACHE: [" + ", ".join(["*s"] * 50) + "]\n"
+        ),
+        r"line 3: invalid YAML: .*more than 1048576 characters",
+    ),
+    (
+        "a 100,000-character binding at the top level",
+        lambda d: (d / "ploy.yaml").write_text("? " + "A" * 100_000 + "\n: default\n"),
+        r"line 1: ''AAAA.*AAA': default' looks like a binding at the top level",
+    ),
+    (
+        "a 100,000-character binding name",
+        lambda d: (d / "ploy.yaml").write_text("cache:\n  ? " + "a" * 100_000 + "\n  : x\n"),
+        r"line 2: cache.'aaa.*aaa': binding name must match",
+    ),
+    (
+        "a recursive alias",
+        lambda d: (d / "ploy.yaml").write_text("a: &a [*a]\ncache:\n  CACHE: *a\n"),
+        r"line 1: invalid YAML: alias \*a is inside its own anchor",
+    ),
+    (
+        "100,000 nested flow sequences",
+        lambda d: (d / "ploy.yaml").write_text("cache: " + "[" * 100_000 + "]" * 100_000),
+        r"line 1: invalid YAML: nested more than 32 levels deep",
+    ),
+    (
+        "40,000 nested flow mappings",
+        lambda d: (d / "ploy.yaml").write_text("cache: " + "{a: " * 40_000 + "1" + "}" * 40_000),
+        r"nested more than 32 levels deep",
+    ),
+    (
+        "shallow anchors nested deep through aliases",
+        lambda d: (d / "ploy.yaml").write_text(
+            "a0: &a0 "
+            + "[" * 20
+            + "]" * 20
+            + "\n"
+            + "".join(
+                f"a{i}: &a{i} " + "[" * 20 + f"*a{i - 1}" + "]" * 20 + "\n" for i in range(1, 60)
+            )
+            + "cache: {CACHE: *a59}\n"
+        ),
+        r"nested more than 32 levels deep \(aliases expanded\)",
+    ),
+    (
+        "an integer of 5000 digits",
+        lambda d: (d / "ploy.yaml").write_text("compatibility_date: " + "9" * 5000 + "\n"),
+        r"line 1: invalid YAML: cannot read the value '999.*Exceeds the limit",
+    ),
+    (
+        "a date that does not exist",
+        lambda d: (d / "ploy.yaml").write_text(
+            "compatibility_date: 2026-13-01\ncache:\n  CACHE: default\n"
+        ),
+        r"line 1: invalid YAML: cannot read the value '2026-13-01': month must be in 1\.\.12",
+    ),
+    (
+        "a 200 KiB tag",
+        lambda d: (d / "ploy.yaml").write_text("cache: !" + "t" * 200_000 + " x\n"),
+        r"could not determine a constructor for the tag '!ttt",
+    ),
+    (
+        "a 2 GiB file (sparse)",
+        lambda d: os.truncate(_touch(d / "ploy.yaml"), 2 << 30),
+        r"it is 2147483648 bytes; the limit is 262144 \(256 KiB\)",
+    ),
+    (
+        "a file just over the limit",
+        lambda d: (d / "ploy.yaml").write_text("cache: {CACHE: default}\n" + "#" * 262_144),
+        r"it is 262168 bytes; the limit is 262144",
+    ),
+    (
+        "a FIFO nobody writes to",
+        lambda d: os.mkfifo(d / "ploy.yaml"),
+        r"cannot read ploy.yaml: it is a FIFO, not a regular file",
+    ),
+    (
+        "a link to /dev/zero",
+        lambda d: os.symlink("/dev/zero", d / "ploy.yaml"),
+        r"cannot read ploy.yaml: it is a device, not a regular file",
+    ),
+    (
+        "a directory",
+        lambda d: (d / "ploy.yaml").mkdir(),
+        r"cannot read ploy.yaml: it is a directory, not a regular file",
+    ),
+    (
+        "Latin-1, not UTF-8",
+        lambda d: (d / "ploy.yaml").write_bytes(b"# caf\xe9 cache\ncache:\n  CACHE: d\xe9faut\n"),
+        r"ploy.yaml, line 1: cannot read ploy.yaml: it is not UTF-8 \(byte b'\\xe9' at offset 5\)",
+    ),
+]
+
+
+def _touch(path: Path) -> Path:
+    path.touch()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "match"), [(m, r) for _, m, r in HOSTILE_FILES], ids=[n for n, _, _ in HOSTILE_FILES]
+)
+def test_hostile_ploy_yaml_fails_fast_and_small(
+    tmp_path: Path, make: Callable[[Path], None], match: str, request: pytest.FixtureRequest
+) -> None:
+    """Every hostile file is a PloyConfigError with a short message, within
+    1 s (about 0.1 s at worst, for 256 KiB that the scanner must read to the
+    end), 32 MiB of peak RSS and 8 MiB allocated (tracemalloc). Before: the
+    9-level billion laughs took 45.8 s and 5.4 GiB (a 2.8 GB message); deep
+    nesting raised RecursionError; a FIFO blocked init_app for ever; /dev/zero
+    and a 2 GiB file were read whole; the bad date and the long integer raised
+    ValueError."""
+    make(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", _ONE_FILE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    _figure(
+        request,
+        f"ploy.yaml {request.node.callspec.id}: {out['kind']} in {out['seconds'] * 1000:.1f} ms,"
+        f" peak RSS +{out['rss_mib']:.1f} MiB, {out['traced_mib']:.2f} MiB allocated at most",
+    )
+    assert out["kind"] == "PloyConfigError", out["message"][:500]
+    assert re.search(match, out["message"]), out["message"][:500]
+    assert str(tmp_path / "ploy.yaml") in out["message"]
+    assert len(out["message"]) < 500, out["message"][:500]
+    assert out["seconds"] < 1.0
+    assert out["rss_mib"] < 32
+    assert out["traced_mib"] < 8
+
+
+def test_utf16_and_bom_are_read(tmp_path: Path) -> None:
+    """Windows editors save UTF-8 with a BOM; PowerShell's ``>`` writes UTF-16."""
+    text = "cache:\n  CACHE: default\n"
+    for data in (text.encode("utf-8-sig"), text.encode("utf-16")):
+        (tmp_path / "ploy.yaml").write_bytes(data)
+        app = Flask("bom", root_path=str(tmp_path), instance_path=str(tmp_path / "i"))
+        app.config["TESTING"] = True
+        ext = FlaskPloy(app)
+        assert [b.name for b in ext.bindings(app).bindings] == ["CACHE"]
+        ext.app_bindings(app).close()
+
+
+def test_limits_leave_room_for_real_files(tmp_path: Path) -> None:
+    """A big but honest file passes: anchors and merge keys as YAML users
+    write them, 30 levels of nesting, 2,000 cron lines."""
+    text = (
+        "defaults: &defaults {memory: 128, timeout: 30}\n"
+        "workflow:\n  build: {<<: *defaults, timeout: 60}\n  test: {<<: *defaults}\n"
+        "assets: " + "{a: " * 29 + "1" + "}" * 29 + "\n"
+        "cron:\n"
+        + "".join(f"  - '*/{i % 59 + 1} * * * *'\n" for i in range(2000))
+        + "cache:\n  CACHE: default\n"
+    )
+    (tmp_path / "ploy.yaml").write_text(text)
+    app = Flask("big", root_path=str(tmp_path), instance_path=str(tmp_path / "i"))
+    app.config["TESTING"] = True
+    ext = FlaskPloy(app)
+    assert [b.name for b in ext.bindings(app).bindings] == ["CACHE"]
+    ext.app_bindings(app).close()
