@@ -388,6 +388,8 @@ def gunicorn(
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Serve *app* with gunicorn on a free loopback port; yield (base URL, process)."""
     need(os.path.exists(GUNICORN), "gunicorn in the virtualenv")
+    stray = [k for k in env if k.startswith("PLOY_")]
+    assert not stray, f"the example app reads FLASK_PLOY_* variables, not {stray}"
     port = free_port()
     logpath = tmp_path / f"gunicorn-{port}.log"
     log = open(logpath, "wb")  # noqa: SIM115 - closed below

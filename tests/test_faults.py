@@ -236,7 +236,10 @@ def test_hung_redis_under_gunicorn_gthread_probes_one_at_a_time(
     Redis. After the first wave, one request per cooldown waits for the socket
     timeout; the others are answered at once."""
     hung = servers.HungServer()
-    env = {"PLOY_CACHE_URL": hung.url, "PLOY_STATE_URL": f"sqlite:///{tmp_path}/state.sqlite3"}
+    env = {
+        "FLASK_PLOY_CACHE_URL": hung.url,
+        "FLASK_PLOY_STATE_URL": f"sqlite:///{tmp_path}/state.sqlite3",
+    }
     try:
         with servers.gunicorn(tmp_path, env, "-w", "1", "--threads", "8") as (base, _):
             load = Load(base, threads=8)

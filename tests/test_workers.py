@@ -64,8 +64,8 @@ def test_example_app_under_each_worker_kind(
     # patched threading breaks ("AsyncToSync in the same thread as an event loop").
     batch = kind != "gevent"
     env = {
-        "PLOY_CACHE_URL": own_redis.url,
-        "PLOY_STATE_URL": f"sqlite:///{tmp_path}/state.sqlite3",
+        "FLASK_PLOY_CACHE_URL": own_redis.url,
+        "FLASK_PLOY_STATE_URL": f"sqlite:///{tmp_path}/state.sqlite3",
     }
     with servers.gunicorn(tmp_path, env, *WORKERS[kind]) as (base, _proc):
         with ThreadPoolExecutor(CLIENTS) as pool:

@@ -229,13 +229,16 @@ class SQLiteDialect(Dialect):
         )
 
     def prepare(self, conn: Any, settings: Any) -> None:
-        super().prepare(conn, settings)
+        # The set-up may wait for other connections (switching to WAL does),
+        # for the whole busy timeout; operations then wait as first_wait says.
+        self.set_lock_wait(conn, settings.busy_timeout)
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if mode.lower() not in ("wal", "memory"):
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {settings.sqlite_synchronous}")
         # A checkpoint that restarts the WAL truncates it to this size.
         conn.execute(f"PRAGMA journal_size_limit = {int(settings.sqlite_wal_limit)}")
+        super().prepare(conn, settings)
 
     def on_checkout(self, conn: Any, settings: Any) -> None:
         """Keep the WAL under ``PLOY_STATE_SQLITE_WAL_LIMIT``.
