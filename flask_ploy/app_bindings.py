@@ -60,6 +60,9 @@ class AppBindings:
     settings: _config.Settings
     caches: dict[str, Cache] = field(default_factory=dict)
     states: dict[str, tuple[StateStore, str]] = field(default_factory=dict)
+    #: Made by :meth:`FlaskPloy.isolated <flask_ploy.FlaskPloy.isolated>`: empty,
+    #: temporary backends, not the configured ones.
+    temporary: bool = False
     # Keyed by URL, which may hold a password: not in the repr.
     _cache_backends: dict[str, CacheBackend] = field(default_factory=dict, repr=False)
     _state_stores: dict[str, StateStore] = field(default_factory=dict, repr=False)

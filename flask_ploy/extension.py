@@ -87,6 +87,8 @@ class FlaskPloy:
         from .cli import ploy_cli
 
         app.cli.add_command(ploy_cli)
+        if _isolating:
+            _isolating[-1].enter_context(self.isolated(app))
 
     def build(self, app: App, **overrides: Any) -> AppBindings:
         """Make new bindings from *app*'s config, with *overrides* (``PLOY_*``
@@ -170,6 +172,7 @@ class FlaskPloy:
                     **overrides,
                 },
             )
+            temporary.temporary = True
             old = self._swap(app, temporary)
             env = Env(temporary)
             try:
@@ -180,6 +183,28 @@ class FlaskPloy:
                 temporary.close()
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def isolating(until: contextlib.ExitStack | None = None) -> Iterator[None]:
+        """Give every app initialised inside the ``with`` block temporary,
+        empty bindings, as :meth:`isolated` does, from ``init_app`` on.
+
+        So data an app factory or fixture seeds right after
+        ``FlaskPloy(app)`` goes to the temporary bindings too, never to the
+        configured backends. The apps get their configured bindings back
+        when the block ends, or, given *until*, when that
+        :class:`~contextlib.ExitStack` closes. The pytest plugin wraps the
+        creation of the ``app`` fixture (until its teardown) and each test's
+        body in it.
+        """
+        with contextlib.ExitStack() as own:
+            stack = own if until is None else until
+            _isolating.append(stack)
+            try:
+                yield
+            finally:
+                _isolating.remove(stack)
 
     def _swap(self, app: App, bindings: AppBindings) -> AppBindings:
         """Make *bindings* the app's; an active context of *app* gets them too."""
@@ -197,6 +222,10 @@ class FlaskPloy:
         bindings = self._apps.get(sender)
         if bindings is not None:
             _set_env(Env(bindings))
+
+
+#: The exit stacks of the active :meth:`FlaskPloy.isolating` blocks.
+_isolating: list[contextlib.ExitStack] = []
 
 
 def _set_env(env: Env) -> None:

@@ -205,7 +205,11 @@ def test_plugin_isolates_each_test(pytester: pytest.Pytester) -> None:
         test_db=TEST_DB,
         test_no_extension=TEST_NO_EXTENSION,
     )
-    result = pytester.runpytest_subprocess("--strict-markers", "-p", "no:cacheprovider")
+    # Without pytest-flask (installed with the test extra): these tests bring
+    # their own client and context fixtures; test_with_pytest_flask uses its.
+    result = pytester.runpytest_subprocess(
+        "--strict-markers", "-p", "no:cacheprovider", "-p", "no:flask"
+    )
     result.assert_outcomes(passed=12, errors=1)
     result.stdout.fnmatch_lines(
         [
@@ -220,6 +224,139 @@ def test_plugin_isolates_each_test(pytester: pytest.Pytester) -> None:
 
     # ploy_isolation = false in the ini file turns it off for every test.
     off = pytester.runpytest_subprocess(
-        "-o", "ploy_isolation=false", "-k", "isolation_setting", "-p", "no:cacheprovider"
+        "-o",
+        "ploy_isolation=false",
+        "-k",
+        "isolation_setting",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:flask",
     )
     off.assert_outcomes(passed=1)
+
+
+# -- with pytest-flask's own fixtures ------------------------------------------------
+
+REAL_PYTEST_FLASK_CONFTEST = """
+from pathlib import Path
+
+import pytest
+from flask import Flask, g
+
+from flask_ploy import FlaskPloy
+
+CONFIGURED = Path(__file__).parent / "configured.sqlite3"
+
+
+def create_app():
+    app = Flask("real_pytest_flask", root_path=str(Path(__file__).parent))
+    app.config.update(
+        TESTING=True,
+        PLOY_BINDINGS={"cache": {"CACHE": "default"}, "state": {"STATE": "default"}},
+        PLOY_CACHE_URL="redis://127.0.0.1:1/0",  # nothing listens there
+        PLOY_STATE_URL=f"sqlite:///{CONFIGURED}",
+    )
+    FlaskPloy(app)
+
+    @app.get("/get/<key>")
+    def get(key):
+        return {"value": g.env.STATE.get(key)}
+
+    @app.post("/set/<key>/<value>")
+    def set_(key, value):
+        g.env.STATE.set(key, value)
+        return {}
+
+    return app
+
+
+@pytest.fixture
+def app():
+    app = create_app()
+    with app.app_context():  # seed the app, as fixtures do
+        g.env.STATE.set("seeded", "by the fixture")
+    yield app
+    with app.app_context():  # a teardown that cleans up still sees the test's bindings
+        g.env.STATE.delete("seeded")
+"""
+
+REAL_PYTEST_FLASK_TESTS = """
+import json
+import urllib.request
+
+import pytest
+from flask import g
+
+from conftest import create_app
+from flask_ploy.pytest_plugin import PloyRealBackendsWarning
+
+
+def test_client_sees_what_the_fixture_seeded(client):
+    assert client.get("/get/seeded").json == {"value": "by the fixture"}
+
+
+def test_config_fixture(config, ploy):
+    assert config["PLOY_STATE_URL"].endswith("configured.sqlite3")  # configured, not used
+    assert "configured" not in ploy.state_store("STATE").display_url
+
+
+def test_live_server_uses_the_test_bindings(live_server, ploy_env):
+    ploy_env.STATE.set("from_test", "hello")
+    base = live_server.url()
+    with urllib.request.urlopen(f"{base}/get/from_test", timeout=10) as r:
+        assert json.load(r) == {"value": "hello"}
+    with urllib.request.urlopen(f"{base}/get/seeded", timeout=10) as r:
+        assert json.load(r) == {"value": "by the fixture"}
+    req = urllib.request.Request(f"{base}/set/from_server/yes", method="POST")
+    urllib.request.urlopen(req, timeout=10).close()
+    assert ploy_env.STATE.get("from_server") == "yes"
+
+
+def test_an_app_built_in_the_test_is_isolated_too(app):
+    other = create_app()
+    with other.app_context():
+        g.env.STATE.set("built", "in the test")
+        assert "configured" not in repr(g.env.STATE)
+
+
+def test_an_app_built_in_a_test_without_the_app_fixture_is_isolated():
+    other = create_app()
+    with other.app_context():
+        g.env.STATE.set("built", "in the test body")
+        assert "configured" not in repr(g.env.STATE)
+
+
+AT_IMPORT = create_app()  # made before any test: only a warning can help
+
+
+def test_an_app_made_at_import_warns():
+    with pytest.warns(PloyRealBackendsWarning, match="uses its configured cache and state"):
+        with AT_IMPORT.app_context():
+            pass
+
+
+@pytest.mark.ploy_real_backends
+def test_marked_real_backends_get_no_warning(recwarn):
+    other = create_app()
+    with other.app_context():
+        g.env.STATE.set("real", "yes")
+    assert not [w for w in recwarn if w.category is PloyRealBackendsWarning]
+"""
+
+
+def test_with_pytest_flask(pytester: pytest.Pytester) -> None:
+    """pytest-flask's real client, config and live_server fixtures (a forked server)."""
+    pytest.importorskip("pytest_flask")
+    pytester.makeconftest(REAL_PYTEST_FLASK_CONFTEST)
+    pytester.makepyfile(test_real_pytest_flask=REAL_PYTEST_FLASK_TESTS)
+    # live_server is session-scoped unless told otherwise; the app fixture is not.
+    result = pytester.runpytest_subprocess(
+        "--strict-markers", "-p", "no:cacheprovider", "-v", "-o", "live_server_scope=function"
+    )
+    result.assert_outcomes(passed=7)
+    # Only the marked test wrote to the configured database: not the fixture's
+    # seeding, not the app built inside a test, not the live server.
+    with sqlite3.connect(pytester.path / "configured.sqlite3") as conn:
+        rows = conn.execute("SELECT resource, key, value FROM ploy_state").fetchall()
+    assert rows == [("default", "real", "yes")]
