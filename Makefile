@@ -38,7 +38,7 @@ $(VENV)/bin/python:
 		|| $(BIN)/python -m pip install -q --upgrade pip
 
 $(RUN_STAMP): setup.cfg pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[async]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[async]' gunicorn
 	@touch $@
 
 $(DEV_STAMP): setup.cfg pyproject.toml | $(VENV)/bin/python

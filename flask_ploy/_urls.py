@@ -45,6 +45,15 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{rest}"
 
 
+def ambiguous_userinfo(url: str) -> bool:
+    """Whether *url*'s user info holds ``/``, ``?`` or ``#``: a parser that
+    splits at the first of them (``urllib.parse``, redis-py) would take part
+    of the password for the host."""
+    _, sep, rest = url.partition("://")
+    userinfo = rest.rpartition("@")[0] if sep else ""
+    return any(c in userinfo for c in "/?#")
+
+
 def scrub(text: str, url: str) -> str:
     """*text* (a parser's error message about *url*) without any piece of
     *url*'s user info: a parser that split the URL in the wrong place may

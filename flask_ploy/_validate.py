@@ -106,7 +106,9 @@ def check_ttl(ttl: Any) -> int | None:
                 f"ttl must be an int number of seconds or a timedelta, not {_type_name(ttl)}"
             )
     if ttl < 1:
-        raise ValueError(f"ttl must be at least 1 second, got {ttl}")
+        raise ValueError(
+            f"ttl must be at least 1 second, got {ttl}; leave it out (None) for no expiry"
+        )
     if ttl > MAX_TTL:
         raise ValueError(
             f"ttl must be at most {MAX_TTL} seconds (100 years), got {ttl};"

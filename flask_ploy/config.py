@@ -440,6 +440,11 @@ def validate(doc: Any, source: str) -> Bindings:
             seen[name] = kind
             if kind not in KINDS:
                 continue
+            if resource is None:
+                raise PloyConfigError(
+                    f"{where}: {kind}.{shown_name} has no resource name; write"
+                    f" '{shown_name}: default' (the store the binding names)"
+                )
             if not isinstance(resource, str) or not RESOURCE_RE.match(resource):
                 raise PloyConfigError(
                     f"{where}: {kind}.{shown_name}: resource name {short(resource)} must"

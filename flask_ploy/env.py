@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator
+from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 from .errors import UnknownBinding
@@ -56,6 +57,7 @@ class Env:
         d.update(bindings.caches)
         d["_ploy"] = bindings
         d["_connections"] = None
+        d["_owner"] = get_ident()  # the thread that pushed the context
 
     def __getattr__(self, name: str) -> Any:
         spec = self._ploy.states.get(name)
@@ -66,7 +68,7 @@ class Env:
             raise UnknownBinding(_Unknown(name, bindings.source, bindings.bindings))
         connections = self._connections
         if connections is None:
-            connections = self.__dict__["_connections"] = Connections()
+            connections = self.__dict__["_connections"] = Connections(self._owner)
         binding = State(name, spec[1], spec[0], connections)
         self.__dict__[name] = binding
         return binding
@@ -92,5 +94,5 @@ class Env:
         """
         connections = self._connections
         if connections is None:  # nothing borrowed; refuse to borrow from now on
-            connections = self.__dict__["_connections"] = Connections()
+            connections = self.__dict__["_connections"] = Connections(self._owner)
         connections.release()

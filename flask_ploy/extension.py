@@ -114,8 +114,8 @@ class FlaskPloy:
 
         :raises RuntimeError: *app* is not registered with this extension.
         """
-        if app is None:
-            app = current_app._get_current_object()  # type: ignore[attr-defined]
+        if app is None or hasattr(app, "_get_current_object"):  # current_app, a proxy
+            app = (app or current_app)._get_current_object()  # type: ignore[attr-defined]
         try:
             return self._apps[app]
         except KeyError:

@@ -62,8 +62,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "ploy_warn_real_backends",
         type="bool",
         default=True,
-        help="flask-ploy: warn when a test uses an app on its configured backends"
-        " (default: true)",
+        help="flask-ploy: warn when a test uses an app on its configured backends (default: true)",
     )
 
 

@@ -153,7 +153,7 @@ def test_binding_name_may_not_start_with_ploy(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "resource", ["Default", "my-cache", "1cache", "_x", "", "null", "5", "[a]"]
+    "resource", ["Default", "my-cache", "1cache", "_x", "5", "[a]", "''"]
 )
 def test_resource_name_rule(tmp_path: Path, resource: str) -> None:
     msg = config_error(tmp_path, f"cache:\n  CACHE: {resource}\n")
@@ -763,3 +763,22 @@ def test_merge_keys_follow_yaml() -> None:
     assert doc["both"] == {"x": 1, "y": 1, "z": 2}  # the first merged mapping wins
     with pytest.raises(PloyConfigError, match="line 1: invalid YAML: duplicate key 'x'"):
         parse_yaml("one: {<<: {x: 1}, x: 2, x: 3}\n", "ploy.yaml")
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"PLOY_CACHE_URL": "redis://127.0.0.1:6379/0?socket_timout=1"},
+        {"PLOY_CACHE_URL": "redis://127.0.0.1:6379/0", "PLOY_CACHE_OPTIONS": {"socket_timout": 1}},
+    ],
+)
+def test_a_misspelt_redis_option_stops_the_app(tmp_path: Path, config: dict[str, Any]) -> None:
+    """It passed init_app, then every cache operation raised TypeError (a 500)."""
+    with pytest.raises(PloyConfigError, match="socket_timout"):
+        make(tmp_path, **config)
+
+
+def test_a_binding_without_a_resource_says_so(tmp_path: Path) -> None:
+    (tmp_path / "ploy.yaml").write_text("cache:\n  CACHE:\n")
+    with pytest.raises(PloyConfigError, match="line 2: cache.CACHE has no resource name"):
+        make(tmp_path, PLOY_BINDINGS=None)

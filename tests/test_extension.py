@@ -268,3 +268,15 @@ def test_cache_client_and_url_together_is_an_error(make_app: Any) -> None:
 def test_bad_cache_client(make_app: Any) -> None:
     with pytest.raises(TypeError, match="cache_client must be a redis.Redis"):
         make_app(cache_client=object())
+
+
+def test_accessors_take_current_app(make_app: Any) -> None:
+    """Flask users pass ``current_app``, a proxy: it was a TypeError (no weak reference)."""
+    from flask import current_app
+
+    app = make_app()
+    ploy = app.extensions["ploy"]
+    with app.app_context():
+        assert ploy.app_bindings(current_app) is ploy.app_bindings(app)
+        assert ploy.state_store("STATE", current_app) is ploy.state_store("STATE", app)
+        assert ploy.cache_stats(current_app) == ploy.cache_stats(app)

@@ -219,3 +219,20 @@ def test_db_must_be_flask_sqlalchemy(tmp_path: Any) -> None:
     app.config.update(PLOY_BINDINGS={"state": {"STATE": "default"}})
     with pytest.raises(PloyConfigError, match="takes a flask_sqlalchemy.SQLAlchemy"):
         FlaskPloy(app, db=object())
+
+
+def test_a_fresh_database_gets_the_same_explanation(tmp_path: Any) -> None:
+    """The very first State use on a new SQLite file must switch it to WAL,
+    which needs the lock the flushed session holds: the same message, at once
+    (it was 'database is locked')."""
+    app, db, _ = make(tmp_path, ploy_first=False, PLOY_STATE_BUSY_TIMEOUT=5)
+    with app.app_context():
+        db.create_all()
+        db.session.add(app.Note(text="flushed"))  # type: ignore[attr-defined]
+        db.session.flush()
+        start = time.monotonic()
+        with pytest.raises(StateUnavailable, match="db.session.commit"):
+            g.env.STATE.incr("users:created")
+        assert time.monotonic() - start < 0.2
+        db.session.commit()
+        assert g.env.STATE.incr("users:created") == 1

@@ -403,3 +403,17 @@ def test_odd_passwords_are_masked_in_cache_url_errors(tmp_path: Path, password: 
             app.extensions["ploy"].app_bindings(app).close()
             assert "***" in shown, shown
         assert password not in shown, shown
+
+
+@pytest.mark.parametrize("password", ["hunter2@corp/xK9", "8642/xK9", "a?b", "a#b"])
+def test_a_redis_url_redis_py_would_misread_is_refused(tmp_path: Path, password: str) -> None:
+    """redis-py ends the host at the first '/': such a URL dialled a host made
+    of the password's pieces, and logged them."""
+    app = Flask("secrets", root_path=str(tmp_path))
+    app.config.update(
+        PLOY_BINDINGS={"cache": {"CACHE": "default"}},
+        PLOY_CACHE_URL=f"redis://default:{password}@127.0.0.1:6379/0",
+    )
+    with pytest.raises(PloyConfigError, match="percent-encode") as info:
+        FlaskPloy(app)
+    assert password not in everything_about(info.value)

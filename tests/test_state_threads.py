@@ -139,3 +139,115 @@ def _use_after_teardown(app: Flask) -> None:
         state = g.env.STATE
         state.get("x")
     state.get("x")
+
+
+OUTLIVE = """
+import sys, threading, time
+from flask import Flask, g
+from flask_ploy import FlaskPloy
+url, table = sys.argv[1], sys.argv[2]
+app = Flask("outlive")
+app.config.update(PLOY_BINDINGS={"state": {"STATE": "default"}}, PLOY_STATE_URL=url,
+                  PLOY_STATE_TABLE=table, PLOY_STATE_ENGINE_OPTIONS={"pool_size": 1})
+FlaskPloy(app)
+with app.app_context():
+    g.env.STATE.clear(); g.env.STATE.set("x", "X")
+done = threading.Event()
+
+@app.get("/bg")
+def bg():
+    s = g.env.STATE                      # the thread below is the first to use it
+    def loop():
+        for i in range(3000):
+            try:
+                s.set("bg", str(i)); s.get("bg")
+            except RuntimeError:         # the request ended: expected, and clean
+                break
+        done.set()
+    threading.Thread(target=loop, daemon=True).start()
+    time.sleep(0.05)
+    return "started"
+
+@app.get("/r")
+def r():
+    return g.env.STATE.get("x") or "None"
+
+c = app.test_client()
+c.get("/bg")
+wrong = 0
+for _ in range(300):
+    got = c.get("/r")
+    if got.status_code != 200 or got.text != "X":
+        wrong += 1
+done.wait(30)
+print("wrong", wrong)
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "mariadb"])
+def test_a_thread_that_outlives_its_request(tmp_path: Any, state_table: str, kind: str) -> None:
+    """A view hands g.env.STATE to a thread that uses it after the request
+    ended: SIGSEGV on SQLite, another key's value on MariaDB, before."""
+    import subprocess
+    import sys
+
+    from . import servers
+    from .conftest import _state_url
+
+    url = _state_url(kind, tmp_path)
+    script = tmp_path / "outlive.py"
+    script.write_text(OUTLIVE)
+    done = subprocess.run(
+        [sys.executable, str(script), url, state_table],
+        capture_output=True, text=True, timeout=120, cwd=servers.ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "wrong 0", done.stdout + done.stderr[-2000:]
+
+
+FORKED = """
+import multiprocessing as mp, sys
+from flask import Flask, g
+from flask_ploy import FlaskPloy
+url, table = sys.argv[1], sys.argv[2]
+app = Flask("forked")
+app.config.update(PLOY_BINDINGS={"state": {"STATE": "default"}}, PLOY_STATE_URL=url,
+                  PLOY_STATE_TABLE=table)
+FlaskPloy(app)
+
+def work(i):
+    s = g.env.STATE
+    s.set(f"k{i}", str(i))
+    return s.get(f"k{i}") == str(i)
+
+with app.app_context():
+    g.env.STATE.clear(); g.env.STATE.set("warm", "1")
+    parent = g.env.STATE.connection()
+    with mp.get_context("fork").Pool(4) as pool:
+        results = pool.map_async(work, range(200)).get(timeout=60)
+    assert g.env.STATE.connection() is parent
+    assert g.env.STATE.get("warm") == "1"
+    print("right", sum(results), "of", len(results), "keys", g.env.STATE.count())
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+def test_a_process_forked_inside_an_app_context(tmp_path: Any, state_table: str, kind: str) -> None:
+    """A CLI command's multiprocessing pool forks inside the app context: the
+    children used the parent's connection (a hang on PostgreSQL and MariaDB,
+    each other's values)."""
+    import subprocess
+    import sys
+
+    from . import servers
+    from .conftest import _state_url
+
+    url = _state_url(kind, tmp_path)
+    script = tmp_path / "forked.py"
+    script.write_text(FORKED)
+    done = subprocess.run(
+        [sys.executable, str(script), url, state_table],
+        capture_output=True, text=True, timeout=120, cwd=servers.ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "right 200 of 200 keys 201", done.stdout

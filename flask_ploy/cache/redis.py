@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import redis
 import redis.exceptions
 
-from .._urls import redact_url, scrub, split_hosts
+from .._urls import ambiguous_userinfo, redact_url, scrub, split_hosts
 from .._validate import not_integer
 from ..errors import PloyConfigError
 from .base import CacheBackend, Fault, Unavailable
@@ -171,8 +171,17 @@ class RedisBackend(CacheBackend):
             return redis.Redis(connection_pool=pool)
         options.setdefault("decode_responses", True)
         options.setdefault("timeout", options.get("socket_timeout") or 1.0)
+        if ambiguous_userinfo(url):
+            raise PloyConfigError(
+                f"cache URL {redact_url(url)}: the user name or password holds '/', '?' or"
+                " '#', which redis-py reads as the end of the host; percent-encode it"
+                " (urllib.parse.quote(password, safe=''))"
+            )
         try:
             pool = redis.BlockingConnectionPool.from_url(url, **options)
+            # Connection options are only used when a connection opens: check
+            # them now (no I/O), so a misspelt one stops the app at init_app.
+            pool.connection_class(**pool.connection_kwargs)
         except (ValueError, TypeError) as exc:
             raise PloyConfigError(f"cache URL {redact_url(url)}: {scrub(str(exc), url)}") from None
         return redis.Redis(connection_pool=pool)

@@ -12,6 +12,7 @@ that first used the binding, and hand any failure to
 from __future__ import annotations
 
 import builtins
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from threading import get_ident
@@ -28,10 +29,13 @@ from .._validate import (
     not_integer,
 )
 from ..errors import StateUnavailable
-from .connections import BadValue, Connections
+from .connections import BadValue, Connections, after_fork
 from .store import StateStore
 
 T = TypeVar("T")
+
+#: Every live binding, to forget its cursor in a forked child.
+_bindings: weakref.WeakSet[State] = weakref.WeakSet()
 
 #: Rows per statement for bulk reads and deletes.
 CHUNK = 500
@@ -75,6 +79,7 @@ class State:
     """
 
     __slots__ = (
+        "__weakref__",
         "_binary",
         "_conns",
         "_cur",
@@ -108,6 +113,7 @@ class State:
         self._cur: Any = None
         self._binary = store.dialect_class.binary
         self._sql_get = self._sql_set = ""
+        _bindings.add(self)
 
     def __repr__(self) -> str:
         return (
@@ -126,12 +132,19 @@ class State:
         idempotent: bool = False,
     ) -> T:
         """Run ``body(cursor)`` on this thread's connection (see
-        :meth:`~flask_ploy.state.connections.Lease.run`)."""
-        lease = self._conns.lease(self._store)
+        :meth:`~flask_ploy.state.connections.Lease.run`): the context's, or,
+        in another thread, one borrowed for this operation."""
+        conns = self._conns
+        label = f"{self.name}.{op}"
+        if get_ident() != conns.owner:
+            return conns.run_once(
+                self._store, label, body, write=write, tx=tx, idempotent=idempotent
+            )
+        lease = conns.lease(self._store)
         try:
-            return lease.run(f"{self.name}.{op}", body, write=write, tx=tx, idempotent=idempotent)
+            return lease.run(label, body, write=write, tx=tx, idempotent=idempotent)
         finally:
-            self._remember(lease.thread, lease.cur)
+            self._remember(lease.cur)
 
     def _recover(self, exc: BaseException, op: str, body: Callable[[Any], T], write: bool) -> T:
         """The fast path's statement failed with *exc*."""
@@ -143,18 +156,22 @@ class State:
                 return lease.run(f"{self.name}.{op}", body, write=write, idempotent=True)
             return lease.recover(exc, f"{self.name}.{op}", body, write=write, idempotent=True)
         finally:
-            self._remember(lease.thread, lease.cur)
+            self._remember(lease.cur)
 
-    def _remember(self, thread: int, cur: Any) -> None:
-        """Cache *cur* for the fast path, if *thread* is (or may become) its thread."""
-        if self._thread == thread or (self._thread == 0 and cur is not None):
-            if cur is None:
-                self._thread = 0
-            else:
-                dialect = self._store.dialect
-                self._sql_get, self._sql_set = dialect.get, dialect.set
-                self._thread = thread
-            self._cur = cur
+    def _remember(self, cur: Any) -> None:
+        """Cache the context thread's cursor *cur* (or ``None``) for the fast path."""
+        if cur is None:
+            self._thread = 0
+        else:
+            dialect = self._store.dialect
+            self._sql_get, self._sql_set = dialect.get, dialect.set
+            self._thread = self._conns.owner
+        self._cur = cur
+
+    def _forget(self) -> None:
+        """Drop the fast path's cursor (a forked child: it is the parent's)."""
+        self._thread = 0
+        self._cur = None
 
     def connection(self) -> Any:
         """The DBAPI connection this thread uses for this binding, borrowed if needed.
@@ -165,10 +182,12 @@ class State:
         context ends.
 
         :raises StateUnavailable: No connection could be had.
+        :raises RuntimeError: Called from a thread other than the app
+            context's own (it borrows for one operation at a time).
         """
         lease = self._conns.lease(self._store)
         lease.cursor()
-        self._remember(lease.thread, lease.cur)
+        self._remember(lease.cur)
         return lease.conn
 
     def _key(self, key: str) -> Any:
@@ -515,3 +534,11 @@ def _prefix_end(prefix: str, binary: bool) -> Any:
         chars[-1] = chr(last)
         return "".join(chars)
     return None
+
+
+def _forget_after_fork() -> None:  # pragma: no cover - runs in forked children
+    for binding in list(_bindings):
+        binding._forget()
+
+
+after_fork(_forget_after_fork)

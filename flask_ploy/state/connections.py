@@ -1,11 +1,12 @@
 """The State connections of one app context, and how an operation runs on one.
 
-A :class:`Connections` belongs to one app context (it is ``g.env``'s). It
-lends each thread that uses a State binding one :class:`Lease` per store: a
-pooled DBAPI connection, borrowed on the thread's first operation and
-returned by :meth:`Connections.release` in ``teardown_appcontext``. Threads
-never share a connection, so a binding may be used from a thread pool or
-``asyncio.to_thread`` inside a view.
+A :class:`Connections` belongs to one app context (it is ``g.env``'s). The
+context's own thread keeps one :class:`Lease` per store, a pooled DBAPI
+connection borrowed on its first operation and returned by
+:meth:`Connections.release` in ``teardown_appcontext``; any other thread
+borrows a connection for each operation. Threads never share a connection,
+so a binding may be used from a thread pool, ``asyncio.to_thread`` or a
+thread that outlives the request.
 
 :meth:`Lease.run` is the one place that decides what a failure means. Every
 operation has one deadline, ``PLOY_STATE_BUSY_TIMEOUT`` after it started,
@@ -22,8 +23,10 @@ propagate unchanged.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import time
+import weakref
 from collections.abc import Callable
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -53,12 +56,10 @@ class Lease:
     """
 
     __slots__ = (
-        "active",
         "conn",
         "cur",
         "fairy",
         "in_tx",
-        "orphaned",
         "restore",
         "store",
         "thread",
@@ -77,10 +78,6 @@ class Lease:
         self.restore: bool | None = None
         #: A transaction is open on it.
         self.in_tx = False
-        #: An operation is running on it (only set by :meth:`run`).
-        self.active = False
-        #: Released while :attr:`active`: return it when the operation ends.
-        self.orphaned = False
         #: The database's lock wait differs from the session default.
         self.wait_changed = False
 
@@ -106,7 +103,6 @@ class Lease:
 
     def release(self) -> None:
         """Return the connection to its pool, rolling back anything left open."""
-        self.orphaned = False
         self.store.checkin(self)
 
     # -- running operations ----------------------------------------------------
@@ -129,8 +125,9 @@ class Lease:
             deadline; nothing was written.
         :raises StateInDoubt: The connection broke after a write was sent.
         """
-        deadline = time.monotonic() + self.store.settings.busy_timeout
-        return self._attempts(label, body, write, tx, idempotent, deadline, None)
+        started = time.monotonic()
+        deadline = started + self.store.settings.busy_timeout
+        return self._attempts(label, body, write, tx, idempotent, deadline, None, started)
 
     def recover(
         self,
@@ -145,12 +142,13 @@ class Lease:
         (the ``get``/``set`` fast path), running *body* again if that is right.
 
         The statement's start was not timed, so the deadline assumes it waited
-        as long as the database waits on a first attempt.
+        as long as the database waits on a first attempt; if its connection
+        broke instead, the retry on a new connection gets the whole budget.
         """
         timeout = self.store.settings.busy_timeout
         first_wait = self.store.dialect.first_wait(timeout)
         deadline = time.monotonic() - first_wait + timeout
-        return self._attempts(label, body, write, False, idempotent, deadline, exc)
+        return self._attempts(label, body, write, False, idempotent, deadline, exc, None)
 
     def _attempts(
         self,
@@ -161,20 +159,20 @@ class Lease:
         idempotent: bool,
         deadline: float,
         failed: BaseException | None,
+        started: float | None,
     ) -> T:
         delay = 0.002
+        timeout = self.store.settings.busy_timeout
         reconnected = False
         sent = False  # the failed statement may have changed data
-        self.active = True
         try:
             while True:
                 if failed is not None:
                     problem = self._settle(failed, label, write, sent, idempotent, reconnected)
                     if problem is Problem.DISCONNECT:
-                        # A new connection, and the whole lock budget again:
-                        # the broken one may have been cut off at any time.
+                        if started is None:  # an untimed statement: budget it anew
+                            deadline = time.monotonic() + timeout
                         reconnected = True
-                        deadline = time.monotonic() + self.store.settings.busy_timeout
                     else:  # Problem.RETRY: pause a little, then wait in the database
                         self.store.check_conflict()
                         remaining = deadline - time.monotonic()
@@ -183,14 +181,17 @@ class Lease:
                             delay = min(delay * 2, MAX_BACKOFF)
                             remaining = deadline - time.monotonic()
                         if remaining <= 0:
-                            raise self._busy(label, failed) from failed
+                            raise self._busy(label, failed, started) from failed
                 cur = self.cursor()
                 dialect = self.store.dialect
                 sent = False
                 try:
-                    if failed is not None:  # wait in the database only for the time left
+                    remaining = deadline - time.monotonic()
+                    # After a failure, or a slow checkout (a pool wait, a new
+                    # connection): wait in the database only for the time left.
+                    if failed is not None or remaining < dialect.first_wait(timeout) - 0.025:
                         self.wait_changed = True
-                        dialect.set_lock_wait(cur, max(0.001, deadline - time.monotonic()))
+                        dialect.set_lock_wait(cur, max(0.001, remaining))
                         failed = None
                     if tx:
                         cur.execute(dialect.begin_write if write else dialect.begin_read)
@@ -205,11 +206,8 @@ class Lease:
                 except BaseException as exc:
                     failed = exc
         finally:
-            self.active = False
             if self.wait_changed and self.cur is not None:
                 self._restore_wait()
-            if self.orphaned:
-                self.release()
 
     def _settle(
         self,
@@ -252,11 +250,12 @@ class Lease:
             self.drop(exc)
         raise StateUnavailable(f"{where} failed on {label}: {reason(exc)}") from exc
 
-    def _busy(self, label: str, exc: BaseException) -> StateUnavailable:
+    def _busy(self, label: str, exc: BaseException, started: float | None) -> StateUnavailable:
         timeout = self.store.settings.busy_timeout
+        took = "" if started is None else f" after {time.monotonic() - started:.2f} s"
         return StateUnavailable(
-            f"state database {self.store.display_url}: {label} gave up after {timeout:g} s"
-            f" (PLOY_STATE_BUSY_TIMEOUT) waiting for a lock: {reason(exc)}"
+            f"state database {self.store.display_url}: {label} gave up{took} waiting for a"
+            f" lock (PLOY_STATE_BUSY_TIMEOUT = {timeout:g} s): {reason(exc)}"
         )
 
     def _rollback(self) -> bool:
@@ -285,44 +284,104 @@ def _alive(conn: Any) -> bool:
 
 
 class Connections:
-    """The State connections of one app context: a :class:`Lease` per store and thread.
+    """The State connections of one app context.
 
-    Nothing is borrowed until an operation needs it. :meth:`release` returns
-    every connection (``teardown_appcontext``); afterwards the bindings of
-    the context refuse to borrow again.
+    The context's own thread (the one that pushed it: :attr:`owner`) keeps
+    one :class:`Lease` per store from its first operation until
+    :meth:`release` (``teardown_appcontext``). Any other thread (a thread
+    pool, ``asyncio.to_thread``, a greenlet, a thread that outlives the
+    request) borrows a connection for each operation and returns it when
+    the operation ends (:meth:`run_once`), so a finished thread holds
+    nothing and teardown never takes a connection from under a running
+    one. After :meth:`release`, the bindings of the context refuse to
+    borrow again.
     """
 
-    __slots__ = ("_closed", "_leases")
+    __slots__ = ("__weakref__", "_closed", "_leases", "owner")
 
-    def __init__(self) -> None:
-        self._leases: dict[tuple[StateStore, int], Lease] = {}
+    def __init__(self, owner: int | None = None) -> None:
+        #: The thread whose leases last the context (default: the caller).
+        self.owner = get_ident() if owner is None else owner
+        self._leases: dict[StateStore, Lease] = {}
         self._closed = False
+        _live.add(self)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(
+                "A State binding was used after its app context ended (its connections"
+                " went back to the pool at teardown). Use g.env inside a request, a CLI"
+                " command or 'with app.app_context():'."
+            )
 
     def lease(self, store: StateStore) -> Lease:
-        """The calling thread's lease on *store* (made, not yet connected, if new).
+        """The owner thread's lease on *store* (made, not yet connected, if new).
+
+        :raises RuntimeError: The context has ended, or the caller is not the
+            owner thread (use :meth:`run_once`).
+        """
+        lease = self._leases.get(store)
+        if lease is None:
+            self._check_open()
+            if get_ident() != self.owner:
+                raise RuntimeError("Connections.lease() is for the app context's own thread")
+            lease = self._leases[store] = Lease(store, self.owner)
+        return lease
+
+    def run_once(
+        self,
+        store: StateStore,
+        label: str,
+        body: Callable[[Any], T],
+        *,
+        write: bool = True,
+        tx: bool = False,
+        idempotent: bool = False,
+    ) -> T:
+        """Run one operation for a thread other than the owner, on a
+        connection borrowed for it and returned when it ends (see
+        :meth:`Lease.run`).
 
         :raises RuntimeError: The context has ended.
         """
-        thread = get_ident()
-        lease = self._leases.get((store, thread))
-        if lease is None:
-            if self._closed:
-                raise RuntimeError(
-                    "A State binding was used after its app context ended (its connections"
-                    " went back to the pool at teardown). Use g.env inside a request, a CLI"
-                    " command or 'with app.app_context():'."
-                )
-            lease = self._leases[store, thread] = Lease(store, thread)
-        return lease
+        self._check_open()
+        lease = Lease(store, get_ident())
+        try:
+            return lease.run(label, body, write=write, tx=tx, idempotent=idempotent)
+        finally:
+            lease.release()
 
     def release(self) -> None:
-        """Return every borrowed connection; a lease busy in another thread is
-        returned by that thread when its operation ends."""
+        """Return the owner's connections; refuse to borrow from now on."""
         self._closed = True
-        me = get_ident()
         for lease in list(self._leases.values()):
-            if lease.active and lease.thread != me:
-                lease.orphaned = True
-            else:
-                lease.release()
+            lease.release()
         self._leases.clear()
+
+    def forget(self) -> None:
+        """Drop every connection without closing it (a forked child: they are
+        the parent's). The next operation borrows anew."""
+        for lease in self._leases.values():
+            lease.fairy = lease.conn = lease.cur = None
+            lease.in_tx = lease.wait_changed = False
+
+
+#: Every live :class:`Connections`, to forget in a forked child.
+_live: weakref.WeakSet[Connections] = weakref.WeakSet()
+_forked: list[Callable[[], None]] = []
+
+
+def after_fork(hook: Callable[[], None]) -> None:
+    """Run *hook* in a forked child, after the inherited connections are forgotten."""
+    _forked.append(hook)
+
+
+def _forget_after_fork() -> None:  # pragma: no cover - runs in forked children
+    for connections in list(_live):
+        connections.forget()
+    for hook in _forked:
+        hook()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import enum
 import math
 import os
+import threading
+import time
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -184,6 +186,10 @@ class Dialect:
     def on_checkout(self, conn: Any, settings: Any) -> None:
         """Housekeeping each time a context borrows *conn* (cheap: once per context)."""
 
+    def setup_needs_lock(self, conn: Any) -> bool:
+        """Whether :meth:`prepare` must take the database's write lock."""
+        return False
+
     def autocommit(self, conn: Any, on: bool) -> bool:
         """Set autocommit mode; return the previous mode."""
         raise NotImplementedError
@@ -208,6 +214,12 @@ class Dialect:
 
 class SQLiteDialect(Dialect):
     """SQLite through the standard library's ``sqlite3``."""
+
+    def __init__(self, sa_dialect: sa.Dialect, table: str, database: str | None = None) -> None:
+        super().__init__(sa_dialect, table, database)
+        self._checkpointing = threading.Lock()
+        self._next_checkpoint = 0.0
+        self._checkpoint_backoff = 0.05
 
     names = ("sqlite",)
     binary = False
@@ -240,6 +252,10 @@ class SQLiteDialect(Dialect):
         conn.execute(f"PRAGMA journal_size_limit = {int(settings.sqlite_wal_limit)}")
         super().prepare(conn, settings)
 
+    def setup_needs_lock(self, conn: Any) -> bool:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        return str(mode).lower() not in ("wal", "memory")  # switching to WAL does
+
     def on_checkout(self, conn: Any, settings: Any) -> None:
         """Keep the WAL under ``PLOY_STATE_SQLITE_WAL_LIMIT``.
 
@@ -247,24 +263,37 @@ class SQLiteDialect(Dialect):
         restarting the WAL, so it grows without bound. Past the limit, a
         ``TRUNCATE`` checkpoint waits (at most :data:`WAL_CHECKPOINT_WAIT`
         seconds, holding back new writers meanwhile) for the readers of the
-        moment to finish, copies the WAL into the database and empties it;
-        if readers outlast the wait, the next context tries again.
+        moment to finish, copies the WAL into the database and empties it.
+        One thread of the process tries at a time. If a reader outlasts the
+        wait (a long report), the next try waits 0.1 s, then 0.2, 0.4... up to
+        5 s, so contexts do not each pay the wait.
         """
         if not self.database or self.database.startswith("file:"):
             return  # in memory, or a URI (mode=ro, memdb): nothing to keep small
+        now = time.monotonic()
+        if now < self._next_checkpoint:
+            return
         try:
             size = os.stat(self.database + "-wal").st_size
         except OSError:
             return
-        if size <= settings.sqlite_wal_limit:
+        if size <= settings.sqlite_wal_limit or not self._checkpointing.acquire(blocking=False):
             return
-        self.set_lock_wait(conn, WAL_CHECKPOINT_WAIT)
+        done = False
         try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            self.set_lock_wait(conn, WAL_CHECKPOINT_WAIT)
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            done = not busy
         except conn.Error:  # best effort: a read-only file, a busy moment
             pass
         finally:
             self.set_lock_wait(conn, self.first_wait(settings.busy_timeout))
+            if done:
+                self._checkpoint_backoff, self._next_checkpoint = 0.05, 0.0
+            else:
+                self._checkpoint_backoff = min(self._checkpoint_backoff * 2, 5.0)
+                self._next_checkpoint = time.monotonic() + self._checkpoint_backoff
+            self._checkpointing.release()
 
     def autocommit(self, conn: Any, on: bool) -> bool:
         previous = conn.isolation_level is None

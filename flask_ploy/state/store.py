@@ -201,10 +201,15 @@ class StateStore:
         try:
             previous = dialect.autocommit(conn, True)
             if "ploy" not in fairy.info:
+                if self._db is not None and dialect.setup_needs_lock(conn):
+                    self.check_conflict()  # the request's own session may hold it
                 dialect.prepare(conn, self.settings)
                 fairy.info["ploy"] = True
             dialect.on_checkout(conn, self.settings)
             cur = conn.cursor()
+        except StateUnavailable:
+            fairy.close()
+            raise
         except Exception as exc:
             fairy.invalidate(exc)
             raise StateUnavailable(
