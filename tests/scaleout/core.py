@@ -57,7 +57,11 @@ def state_core(config: dict[str, Any]) -> None:
         assert s.get("lock") is None
 
         s.set_many({f"p:{i:03d}": str(i) for i in range(25)})
-        assert s.get_many(["p:000", "p:024", "p:999"]) == {"p:000": "0", "p:024": "24", "p:999": None}
+        assert s.get_many(["p:000", "p:024", "p:999"]) == {
+            "p:000": "0",
+            "p:024": "24",
+            "p:999": None,
+        }
         page = s.list("p:", limit=10)
         assert page.keys == [f"p:{i:03d}" for i in range(10)]
         keys: list[str] = []

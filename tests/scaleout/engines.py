@@ -41,7 +41,9 @@ from .. import pgserver, servers
 # -- processes ------------------------------------------------------------------------
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
+) -> Any:
     """Poll *predicate* until it returns something true; raise after *timeout*."""
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
@@ -132,6 +134,9 @@ class Stack:
 
     def __init__(self, prefix: str) -> None:
         self.base = tempfile.mkdtemp(prefix=prefix)
+        # The servers run as their own OS users (postgres, mysql), who must reach
+        # their folders inside this one.
+        os.chmod(self.base, 0o755)  # noqa: S103
         self.procs: list[Proc] = []
 
     def path(self, *parts: str) -> str:
@@ -207,7 +212,9 @@ class SentinelHA:
         """The master's port as the sentinels see it now."""
         for port in self.sentinel_ports:
             with contextlib.suppress(Exception):
-                addr = _redis(port).execute_command("SENTINEL", "get-master-addr-by-name", self.name)
+                addr = _redis(port).execute_command(
+                    "SENTINEL", "get-master-addr-by-name", self.name
+                )
                 return int(addr[1])
         raise RuntimeError("no sentinel answered")
 
@@ -243,7 +250,9 @@ def redis_sentinel_ha(replicas: int = 2, sentinels: int = 3) -> Iterator[Sentine
                 f"sentinel parallel-syncs {ha.name} 2\n"
             )
             assert servers.REDIS_SERVER is not None
-            ha.sentinels.append(stack.spawn(f"sentinel{i}", [servers.REDIS_SERVER, conf, "--sentinel"]))
+            ha.sentinels.append(
+                stack.spawn(f"sentinel{i}", [servers.REDIS_SERVER, conf, "--sentinel"])
+            )
 
         def ready() -> bool:
             for port in ha.sentinel_ports:
@@ -407,8 +416,12 @@ class PgNode:
         import psycopg
 
         with psycopg.connect(
-            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
-            autocommit=True, connect_timeout=3,
+            host="127.0.0.1",
+            port=self.port,
+            user="postgres",
+            dbname="postgres",
+            autocommit=True,
+            connect_timeout=3,
         ) as conn:
             cur = conn.execute(text)  # type: ignore[call-overload]
             return cur.fetchall() if cur.description else []
@@ -429,7 +442,9 @@ class PgPair:
     def url(self, *nodes: PgNode, **query: str) -> str:
         """A libpq multi-host URL over *nodes* (default: primary, standby)
         that connects to whichever accepts writes."""
-        hosts = "&".join(f"host=127.0.0.1:{n.port}" for n in (nodes or (self.primary, self.standby)))
+        hosts = "&".join(
+            f"host=127.0.0.1:{n.port}" for n in (nodes or (self.primary, self.standby))
+        )
         extra = "".join(f"&{k}={v}" for k, v in query.items())
         return (
             f"postgresql+psycopg://postgres@/postgres?{hosts}"
@@ -464,7 +479,6 @@ def postgres_sync_pair() -> Iterator[PgPair]:
     """
     need_postgres()
     stack = Stack("ploy-pgpair-")
-    os.chmod(stack.base, 0o755)
     nodes: list[PgNode] = []
     try:
         pdir = _initdb(stack, "primary")
@@ -483,7 +497,17 @@ def postgres_sync_pair() -> Iterator[PgPair]:
         sdir = os.path.join(sbase, "data")
         subprocess.run(
             [*_as_postgres(), _pg_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port)]
-            + ["-U", "postgres", "-D", sdir, "-R", "-X", "stream", "--checkpoint=fast", "--no-sync"],
+            + [
+                "-U",
+                "postgres",
+                "-D",
+                sdir,
+                "-R",
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+                "--no-sync",
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -524,7 +548,7 @@ class PatroniNode:
 
         with contextlib.suppress(Exception):
             url = f"http://127.0.0.1:{self.api_port}/patroni"
-            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback
+            with urllib.request.urlopen(url, timeout=2) as r:
                 return str(json.loads(r.read()).get("role"))
         return None
 
@@ -567,7 +591,6 @@ def patroni_pair(ttl: int = 20) -> Iterator[PatroniCluster]:
     need_patroni()
     assert PATRONI is not None and ETCD is not None and pgserver.BINDIR is not None
     stack = Stack("ploy-patroni-")
-    os.chmod(stack.base, 0o755)
     try:
         client, peer = servers.free_port(), servers.free_port()
         etcd_dir = os.path.dirname(stack.path("etcd", "x"))
@@ -612,8 +635,10 @@ def patroni_pair(ttl: int = 20) -> Iterator[PatroniCluster]:
             nodes.append(PatroniNode(f"pg{i}", pg_port, api_port, datadir, proc))
             if i == 0:  # let the first bootstrap alone, then the second clones it
                 wait_until(
-                    lambda: nodes[0].role() in ("master", "primary")
-                    and servers.port_open("127.0.0.1", pg_port),
+                    lambda: (
+                        nodes[0].role() in ("master", "primary")
+                        and servers.port_open("127.0.0.1", nodes[0].pg_port)
+                    ),
                     60,
                     "patroni did not bootstrap:\n" + stack.logs(),
                 )
@@ -686,12 +711,24 @@ tags:
 
 # -- MariaDB: Galera and Spider ------------------------------------------------------------------
 
-MARIADBD = shutil.which("mariadbd") or ("/usr/sbin/mariadbd" if os.path.exists("/usr/sbin/mariadbd") else None)
+MARIADBD = shutil.which("mariadbd") or (
+    "/usr/sbin/mariadbd" if os.path.exists("/usr/sbin/mariadbd") else None
+)
 INSTALL_DB = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
-GALERA = next(iter(glob.glob("/usr/lib/galera/libgalera_smm.so") + glob.glob("/usr/lib/*/galera*/libgalera_smm.so")), None)
+GALERA = next(
+    iter(
+        glob.glob("/usr/lib/galera/libgalera_smm.so")
+        + glob.glob("/usr/lib/*/galera*/libgalera_smm.so")
+    ),
+    None,
+)
 SPIDER = next(iter(glob.glob("/usr/lib/mysql/plugin/ha_spider.so")), None)
 #: Small InnoDB files, so a data directory (and an rsync SST) is a few MB.
-MARIADB_SMALL = ["--innodb-log-file-size=8M", "--innodb-buffer-pool-size=32M", "--innodb-data-file-path=ibdata1:4M:autoextend"]
+MARIADB_SMALL = [
+    "--innodb-log-file-size=8M",
+    "--innodb-buffer-pool-size=32M",
+    "--innodb-data-file-path=ibdata1:4M:autoextend",
+]
 
 
 def need_mariadb() -> None:
@@ -753,15 +790,22 @@ class MariaNode:
 
     def error_log(self) -> str:
         with contextlib.suppress(OSError):
-            return "\n".join(Path(self.base, "error.log").read_text(errors="replace").splitlines()[-25:])
+            return "\n".join(
+                Path(self.base, "error.log").read_text(errors="replace").splitlines()[-25:]
+            )
         return ""
 
     def sql(self, text: str, *, db: str | None = None) -> list[tuple[Any, ...]]:
         import pymysql
 
         conn = pymysql.connect(
-            unix_socket=self.socket, user="root", database=db, connect_timeout=3,
-            read_timeout=20, write_timeout=20, autocommit=True,
+            unix_socket=self.socket,
+            user="root",
+            database=db,
+            connect_timeout=3,
+            read_timeout=20,
+            write_timeout=20,
+            autocommit=True,
         )
         try:
             with conn.cursor() as cur:
@@ -842,7 +886,6 @@ def galera_cluster(n: int = 3) -> Iterator[Galera]:
     """*n* Galera nodes on loopback; the first bootstraps, the others join by rsync SST."""
     need_galera()
     stack = Stack("ploy-galera-")
-    os.chmod(stack.base, 0o755)
     try:
         template = _template(stack)
         gports = [servers.free_port() for _ in range(n)]
@@ -870,7 +913,9 @@ def galera_cluster(n: int = 3) -> Iterator[Galera]:
         _grant_ploy(nodes[0])
         for node in nodes[1:]:  # one at a time: each joiner takes an SST from a donor
             node.start(wait=90)
-            wait_until(lambda node=node: node.status("wsrep_ready") == "ON", 60, f"{node.name} not ready")
+            wait_until(
+                lambda node=node: node.status("wsrep_ready") == "ON", 60, f"{node.name} not ready"
+            )
         cluster = Galera(nodes)
         wait_until(lambda: cluster.size(nodes[0]) == n, 30, "the cluster did not form")
         yield cluster
@@ -907,7 +952,6 @@ def spider_cluster(table: str = "ploy_state", shards: int = 2) -> Iterator[Spide
     """A Spider front whose *table* is hash-partitioned over *shards* shards."""
     need_spider()
     stack = Stack("ploy-spider-")
-    os.chmod(stack.base, 0o755)
     try:
         template = _template(stack)
         nodes = [_node(stack, template, f"shard{i}", []) for i in range(shards)]
@@ -924,9 +968,10 @@ def spider_cluster(table: str = "ploy_state", shards: int = 2) -> Iterator[Spide
                 f" (HOST '127.0.0.1', PORT {node.port}, USER 'ploy', DATABASE 'ploy')"
             )
         parts = ", ".join(f"PARTITION p{i} COMMENT = 'srv \"shard{i}\"'" for i in range(shards))
-        engine = f"ENGINE=SPIDER COMMENT='wrapper \"mysql\", table \"{table}\"'"
+        engine = f'ENGINE=SPIDER COMMENT=\'wrapper "mysql", table "{table}"\''
         front.sql(
-            STATE_TABLE.format(name=table, engine=engine) + f" PARTITION BY KEY (resource, `key`) ({parts})",
+            STATE_TABLE.format(name=table, engine=engine)
+            + f" PARTITION BY KEY (resource, `key`) ({parts})",
             db="ploy",
         )
         yield Spider(front, nodes)

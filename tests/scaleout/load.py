@@ -31,13 +31,13 @@ from flask import g
 from .. import servers
 from ..test_faults import figure
 
-WRAPPER = '''\
+WRAPPER = """\
 import json, os
 from example_app import create_app
 
 def make():
     return create_app(json.loads(os.environ["PLOY_SCALE_CONFIG"]))
-'''
+"""
 
 
 @contextlib.contextmanager
@@ -83,7 +83,9 @@ class Report:
     statuses: dict[int, int]
 
     def text(self) -> str:
-        codes = ", ".join(f"{n}x{'no answer' if s < 0 else s}" for s, n in sorted(self.statuses.items()))
+        codes = ", ".join(
+            f"{n}x{'no answer' if s < 0 else s}" for s, n in sorted(self.statuses.items())
+        )
         return (
             f"{self.label}: {self.total} requests, {self.failed} failed"
             f"{f' ({codes})' if codes else ''}, back {self.recovery:.2f} s after the fault"
@@ -114,7 +116,7 @@ class Load:
         if self.kind == "state":
             if i % 4 == 0:
                 return "incr", f"/counters/t{t}", {}
-            return "set", f"/state/set", {"key": f"t{t}:{i}", "value": f"v{t}.{i}"}
+            return "set", "/state/set", {"key": f"t{t}:{i}", "value": f"v{t}.{i}"}
         return "set", "/cache/set", {"key": f"t{t}:{i}", "value": f"v{t}.{i}"}
 
     def _loop(self, t: int) -> None:
@@ -153,7 +155,9 @@ class Load:
         return False
 
     def acked_sets(self) -> dict[str, str]:
-        return {o.key: f"v{o.key[1:].replace(':', '.')}" for o in self.ops if o.ok and o.kind == "set"}
+        return {
+            o.key: f"v{o.key[1:].replace(':', '.')}" for o in self.ops if o.ok and o.kind == "set"
+        }
 
     def acked_counters(self) -> dict[str, tuple[int, int]]:
         """``{counter key: (highest value returned, attempts)}``."""
@@ -228,7 +232,9 @@ def failover(
         load = Load(base, kind).start()
         try:
             time.sleep(before)
-            assert any(o.ok for o in load.ops), f"no request succeeded before the fault: {load.ops[:3]}"
+            assert any(o.ok for o in load.ops), (
+                f"no request succeeded before the fault: {load.ops[:3]}"
+            )
             fault_at = time.monotonic()
             fault()
             recovered = load.wait_recovered(fault_at, timeout=timeout)
@@ -236,5 +242,7 @@ def failover(
             load.stop()
     report = load.report(label, fault_at, readback or config)
     figure(request, report.text())
-    assert recovered, f"{label}: requests still failing {timeout:g} s after the fault: {report.text()}"
+    assert recovered, (
+        f"{label}: requests still failing {timeout:g} s after the fault: {report.text()}"
+    )
     return report
