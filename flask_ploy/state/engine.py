@@ -127,7 +127,7 @@ def create_engine(url: str, options: Mapping[str, Any], pool_timeout: float) -> 
             connect_args.setdefault("keepalives_count", 3)
             read_timeout = connect_args.pop("read_timeout", PG_READ_TIMEOUT)
             if read_timeout:
-                on_connect.append(_bounded_reads(float(read_timeout)))
+                do_connect = _bounded_connect(float(read_timeout))
     else:
         options.setdefault("pool_pre_ping", True)
         connect_args.setdefault("connect_timeout", 5)
@@ -372,52 +372,62 @@ _WATCHDOG = _Watchdog()
 _bounded_classes: dict[tuple[type, float], type] = {}
 
 
-def _bounded_reads(timeout: float) -> Callable[[Any, Any], None]:
-    """A ``connect`` listener giving the connection's cursors a read timeout."""
+def _bounded_connect(timeout: float) -> Callable[..., Any]:
+    """A ``do_connect`` hook: a psycopg (or psycopg2) connection whose
+    ``commit()`` and cursors' ``execute()``/``executemany()`` have a read
+    timeout (SQLAlchemy commits DDL with ``commit()``, State with a cursor)."""
 
-    def on_connect(dbapi_conn: Any, record: Any) -> None:
-        base = dbapi_conn.cursor_factory
-        if base is None:  # psycopg2's default: its plain cursor
-            cur = dbapi_conn.cursor()
-            base = type(cur)
+    def do_connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        dbapi = dialect.loaded_dbapi
+        conn: Any
+        if dbapi.__name__ == "psycopg2":
+            cls = _bounded(dbapi.extensions.connection, timeout, ("commit",))
+            conn = dbapi.connect(*cargs, connection_factory=cls, **cparams)
+        else:
+            cls = _bounded(dbapi.Connection, timeout, ("commit",))
+            conn = cls.connect(*cargs, **cparams)  # type: ignore[attr-defined]
+        factory = conn.cursor_factory
+        if factory is None:  # psycopg2's default: its plain cursor
+            cur = conn.cursor()
+            factory = type(cur)
             cur.close()
-        dbapi_conn.cursor_factory = _bounded_cursor(base, timeout)
+        conn.cursor_factory = _bounded(factory, timeout, ("execute", "executemany"))
+        return conn
 
-    return on_connect
+    return do_connect
 
 
-def _bounded_cursor(base: type, timeout: float) -> type:
+def _bounded(base: type, timeout: float, names: tuple[str, ...]) -> type:
+    """A subclass of *base* (a connection or cursor class) whose methods
+    *names* give up after *timeout* seconds (see :class:`_Watchdog`)."""
     cls = _bounded_classes.get((base, timeout))
     if cls is not None:
         return cls
 
-    def _call(self: Any, method: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-        conn = self.connection
-        token = _WATCHDOG.enter(conn, timeout)
-        try:
-            result = method(self, *args, **kwargs)
-        except BaseException as exc:
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+        def bounded(self: Any, *args: Any, **kwargs: Any) -> Any:
+            conn = getattr(self, "connection", self)  # a cursor's, or the connection
+            token = _WATCHDOG.enter(conn, timeout)
+            try:
+                result = method(self, *args, **kwargs)
+            except BaseException as exc:
+                if _WATCHDOG.leave(token):
+                    raise _timed_out(conn, timeout) from exc
+                raise
             if _WATCHDOG.leave(token):
-                raise _timed_out(conn, timeout) from exc
-            raise
-        if _WATCHDOG.leave(token):
-            # It returned after the cancel: a commit that was waiting for a
-            # synchronous standby is committed on this server only, and was
-            # never confirmed replicated. It must not count as acknowledged.
-            raise _timed_out(conn, timeout)
-        return result
+                # It returned after the cancel: a commit that was waiting for
+                # a synchronous standby is committed on this server only, and
+                # was never confirmed replicated. It must not count as done.
+                raise _timed_out(conn, timeout)
+            return result
 
-    def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return _call(self, base.execute, args, kwargs)  # type: ignore[attr-defined]
+        bounded.__name__ = method.__name__
+        return bounded
 
-    def executemany(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return _call(self, base.executemany, args, kwargs)  # type: ignore[attr-defined]
-
-    cls = type(
-        f"Bounded{base.__name__}",
-        (base,),
-        {"__slots__": (), "execute": execute, "executemany": executemany},
-    )
+    attrs: dict[str, Any] = {name: wrap(getattr(base, name)) for name in names}
+    if "__slots__" in base.__dict__:
+        attrs["__slots__"] = ()
+    cls = type(f"Bounded{base.__name__}", (base,), attrs)
     _bounded_classes[base, timeout] = cls
     return cls
 
@@ -426,8 +436,12 @@ def _timed_out(conn: Any, timeout: float) -> BaseException:
     """Close *conn* (so it counts as lost) and make the driver's error."""
     with contextlib.suppress(Exception):  # already broken
         conn.close()
-    module = type(conn).__module__.split(".")[0]
-    error: type[BaseException] = getattr(__import__(module), "OperationalError", OSError)
+    error: type[BaseException] = OSError
+    for klass in type(conn).__mro__:  # the driver's class under ours
+        module = klass.__module__.split(".")[0]
+        if module in ("psycopg", "psycopg2"):
+            error = getattr(__import__(module), "OperationalError", OSError)
+            break
     return error(
         f"no answer within {timeout:g} s (read_timeout): the statement was cancelled and the"
         " connection closed. A commit waits forever on a primary whose synchronous standby"

@@ -20,8 +20,7 @@ from .load import local_app
 
 def state_core(config: dict[str, Any]) -> None:
     """set/get/incr/add/update/delete/list on ``g.env.STATE`` of an app with *config*."""
-    app = local_app(config)
-    with app.app_context():
+    with local_app(config) as app, app.app_context():
         s = g.env.STATE
         s.clear()
         assert s.get("k") is None
@@ -84,8 +83,7 @@ def state_core(config: dict[str, Any]) -> None:
 
 def cache_core(config: dict[str, Any]) -> None:
     """set/get/incr/add/delete on ``g.env.CACHE`` of an app with *config*."""
-    app = local_app({**config, "PLOY_CACHE_ON_ERROR": "raise"})
-    with app.app_context():
+    with local_app({**config, "PLOY_CACHE_ON_ERROR": "raise"}) as app, app.app_context():
         c = g.env.CACHE
         for key in ("k", "n", "lock", "t"):
             c.delete(key)

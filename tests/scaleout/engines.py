@@ -42,7 +42,10 @@ from .. import pgserver, servers
 
 
 def wait_until(
-    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str | Callable[[], str],
+    interval: float = 0.1,
 ) -> Any:
     """Poll *predicate* until it returns something true; raise after *timeout*."""
     deadline = time.monotonic() + timeout
@@ -55,7 +58,8 @@ def wait_until(
         except Exception as exc:  # the server is not up yet
             last = exc
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} within {timeout:g} s (last error: {last!r})")
+            text = what() if callable(what) else what
+            raise RuntimeError(f"{text} within {timeout:g} s (last error: {last!r})")
         time.sleep(interval)
 
 
@@ -123,7 +127,7 @@ class Proc:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(10)
 
-    def tail(self, n: int = 30) -> str:
+    def tail(self, n: int = 80) -> str:
         with contextlib.suppress(OSError):
             return "\n".join(Path(self.log).read_text(errors="replace").splitlines()[-n:])
         return ""
@@ -400,8 +404,15 @@ class PgNode:
         if pid is not None:
             kill_tree(pid)
             wait_until(lambda: not servers.port_open("127.0.0.1", self.port, 0.1), 10, "still up")
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(self.datadir, "postmaster.pid"))
+            # The killed postmaster may linger as a zombie (nobody reaps it in a
+            # container), and a restart would take its lock files for live ones.
+            sockdir = os.path.join(os.path.dirname(self.datadir), "sock")
+            for stale in [
+                os.path.join(self.datadir, "postmaster.pid"),
+                *glob.glob(os.path.join(sockdir, f".s.PGSQL.{self.port}*")),
+            ]:
+                with contextlib.suppress(OSError):
+                    os.unlink(stale)
 
     def promote(self) -> None:
         subprocess.run(
@@ -591,6 +602,7 @@ def patroni_pair(ttl: int = 20) -> Iterator[PatroniCluster]:
     need_patroni()
     assert PATRONI is not None and ETCD is not None and pgserver.BINDIR is not None
     stack = Stack("ploy-patroni-")
+    nodes: list[PatroniNode] = []
     try:
         client, peer = servers.free_port(), servers.free_port()
         etcd_dir = os.path.dirname(stack.path("etcd", "x"))
@@ -618,7 +630,6 @@ def patroni_pair(ttl: int = 20) -> Iterator[PatroniCluster]:
             ],
         )
         wait_until(lambda: servers.port_open("127.0.0.1", client), 20, "etcd did not start")
-        nodes: list[PatroniNode] = []
         for i in range(2):
             base = os.path.dirname(stack.path(f"pg{i}", "x"))
             pg_port, api_port = servers.free_port(), servers.free_port()
@@ -640,7 +651,7 @@ def patroni_pair(ttl: int = 20) -> Iterator[PatroniCluster]:
                         and servers.port_open("127.0.0.1", nodes[0].pg_port)
                     ),
                     60,
-                    "patroni did not bootstrap:\n" + stack.logs(),
+                    lambda: "patroni did not bootstrap:\n" + stack.logs(),
                 )
         cluster = PatroniCluster(nodes)
 
@@ -651,9 +662,13 @@ def patroni_pair(ttl: int = 20) -> Iterator[PatroniCluster]:
             node = PgNode(leader.datadir, leader.pg_port, "")
             return node.sql("SELECT sync_state FROM pg_stat_replication") == [("sync",)]
 
-        wait_until(synced, 60, "the replica did not become synchronous")
+        wait_until(synced, 60, lambda: "the replica did not become synchronous:\n" + stack.logs())
         yield cluster
     finally:
+        for proc in stack.procs:
+            proc.kill()
+        for node in nodes:  # Patroni's postgres runs in a session of its own
+            PgNode(node.datadir, node.pg_port, "").stop()
         stack.close()
 
 
@@ -693,10 +708,10 @@ postgresql:
   authentication:
     superuser:
       username: postgres
-      password: ''
+      password: ploy-test
     replication:
       username: postgres
-      password: ''
+      password: ploy-test
   parameters:
     unix_socket_directories: '{base}'
   pg_hba:

@@ -49,11 +49,17 @@ def serve(tmp_path: Path, config: dict[str, Any], workers: int = 2) -> Iterator[
         yield base
 
 
-def local_app(config: dict[str, Any]) -> Any:
-    """The same app in this process, to read back what the load wrote."""
-    from example_app import create_app
+@contextlib.contextmanager
+def local_app(config: dict[str, Any]) -> Iterator[Any]:
+    """The same app in this process (to read back what the load wrote); its
+    connections are closed at the end of the block."""
+    from example_app import create_app, ploy
 
-    return create_app(dict(config))
+    app = create_app(dict(config))
+    try:
+        yield app
+    finally:
+        ploy.app_bindings(app).close()
 
 
 @dataclass
@@ -185,8 +191,7 @@ class Load:
         sets = self.acked_sets()
         counters = self.acked_counters()
         lost = 0
-        app = local_app(config)
-        with app.app_context():
+        with local_app(config) as app, app.app_context():
             binding = g.env.STATE if self.kind == "state" else g.env.CACHE
             found = binding.get_many(list(sets))
             lost += sum(found.get(k) != v for k, v in sets.items())
