@@ -28,6 +28,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -800,6 +801,13 @@ class MariaNode:
         assert self.proc is not None
         if not self.proc.alive():
             raise RuntimeError(f"{self.name} exited:\n{self.error_log()}")
+        # PyMySQL leaks its socket when a Unix-socket connect is refused: probe first.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(2)
+            try:
+                probe.connect(self.socket)
+            except OSError:
+                return False
         self.sql("SELECT 1")
         return True
 

@@ -84,6 +84,7 @@ class Report:
     failed_after_fault: int
     recovery: float
     slowest_failure: float
+    slowest: float
     lost: int
     acked: int
     statuses: dict[int, int]
@@ -96,7 +97,7 @@ class Report:
             f"{self.label}: {self.total} requests, {self.failed} failed"
             f"{f' ({codes})' if codes else ''}, back {self.recovery:.2f} s after the fault"
             f" without an app restart, {self.acked} acknowledged writes, {self.lost} lost"
-            + (f"; slowest failure {self.slowest_failure:.2f} s" if self.failed else "")
+            + f"; slowest request after the fault {self.slowest:.2f} s"
         )
 
 
@@ -182,12 +183,11 @@ class Load:
         ops = list(self.ops)
         fails = [o for o in ops if not o.ok]
         after = [o for o in fails if o.start >= fault_at]
-        last_fail = max((o.start for o in after), default=None)
-        if last_fail is None:
-            recovery = 0.0
-        else:
-            back = min((o.end for o in ops if o.ok and o.start > last_fail), default=None)
-            recovery = (back or time.monotonic()) - fault_at
+        # Back: the first success of a request sent after the last failure (or
+        # after the fault, when nothing failed but requests stalled).
+        since = max((o.start for o in after), default=fault_at)
+        back = min((o.end for o in ops if o.ok and o.start >= since), default=None)
+        recovery = (back or time.monotonic()) - fault_at
         sets = self.acked_sets()
         counters = self.acked_counters()
         lost = 0
@@ -209,6 +209,7 @@ class Load:
             len(after),
             recovery,
             max((o.end - o.start for o in fails), default=0.0),
+            max((o.end - o.start for o in ops if o.end >= fault_at), default=0.0),
             lost,
             len(sets) + sum(1 for o in ops if o.ok and o.kind == "incr"),
             statuses,
