@@ -37,6 +37,8 @@ from .dialects import DIALECTS, REFUSED
 #: a server that is alive but never answers (a commit waiting for a
 #: synchronous standby that is gone, a frozen server) would block forever.
 PG_READ_TIMEOUT = 30.0
+#: Seconds the server has to answer a cancel before the socket is cut.
+CANCEL_GRACE = 2.0
 
 _engines: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
 #: A connection held open for each in-memory engine: a memdb database lives
@@ -354,9 +356,16 @@ class _Watchdog:
                 threading.Thread(target=self._interrupt, args=(token, conn), daemon=True).start()
 
     def _interrupt(self, token: int, conn: Any) -> None:  # pragma: no cover - see _run
+        started = time.monotonic()
         with contextlib.suppress(Exception):  # the socket shutdown below is the fallback
-            conn.cancel()  # may block on a frozen server: hence this thread
-        time.sleep(2.0)
+            cancel_safe = getattr(conn, "cancel_safe", None)  # psycopg 3.2+
+            if cancel_safe is not None:
+                cancel_safe(timeout=CANCEL_GRACE)  # non-blocking, releases the GIL
+            elif type(conn).__module__.startswith("psycopg2"):
+                conn.cancel()  # psycopg2 releases the GIL while it waits
+            # psycopg 3.1's cancel() holds the GIL while it waits for the
+            # server: on a frozen one, the whole process would freeze too.
+        time.sleep(max(0.0, CANCEL_GRACE - (time.monotonic() - started)))
         with self._lock:
             still = token in self._due
         if still:  # no answer to the cancel either: cut the connection
