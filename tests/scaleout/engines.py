@@ -1,8 +1,9 @@
 """Replicated and sharded servers for the scale-out tests, on free loopback ports.
 
 Every server here is private to the test that starts it: its own data
-directory under a temporary folder, its own ports (``servers.free_port``), in
-its own process group so teardown can kill it and everything it spawned. The
+directory under a temporary folder, its own ports (:func:`free_port`, below
+the ephemeral range), in its own process group so teardown can kill it and
+everything it spawned. The
 shared Redis (6379), PostgreSQL (5432) and MariaDB (3306) are never touched.
 
 - :func:`redis_sentinel_ha`: 1 master, 2 replicas, 3 sentinels (quorum 2,
@@ -39,7 +40,27 @@ from typing import Any
 
 from .. import pgserver, servers
 
-# -- processes ------------------------------------------------------------------------
+# -- ports and processes ----------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A free loopback port below the kernel's ephemeral range (32768 and up).
+
+    These servers are restarted on the same port after a kill; a port in the
+    ephemeral range may meanwhile be taken by any outgoing connection of the
+    load (seen: "Address already in use" on a Spider shard's restart).
+    """
+    import random
+
+    for _ in range(500):
+        port = random.randint(20000, 32000)
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port")
 
 
 def wait_until(
@@ -243,7 +264,7 @@ def redis_sentinel_ha(replicas: int = 2, sentinels: int = 3) -> Iterator[Sentine
             20,
             "the replicas did not sync",
         )
-        ha = SentinelHA("ploymaster", nodes, [servers.free_port() for _ in range(sentinels)])
+        ha = SentinelHA("ploymaster", nodes, [free_port() for _ in range(sentinels)])
         for i, port in enumerate(ha.sentinel_ports):
             conf = stack.path(f"sentinel{i}", "sentinel.conf")
             Path(conf).write_text(
@@ -496,7 +517,7 @@ def postgres_sync_pair() -> Iterator[PgPair]:
         pdir = _initdb(stack, "primary")
         primary = PgNode(
             pdir,
-            servers.free_port(),
+            free_port(),
             os.path.join(os.path.dirname(pdir), "server.log"),
             {"synchronous_standby_names": "'*'"},
         )
@@ -525,7 +546,7 @@ def postgres_sync_pair() -> Iterator[PgPair]:
             stderr=subprocess.PIPE,
             timeout=120,
         )
-        standby = PgNode(sdir, servers.free_port(), os.path.join(sbase, "server.log"))
+        standby = PgNode(sdir, free_port(), os.path.join(sbase, "server.log"))
         standby.start()
         nodes.append(standby)
         wait_until(
@@ -605,7 +626,7 @@ def patroni_pair(ttl: int = 20) -> Iterator[PatroniCluster]:
     stack = Stack("ploy-patroni-")
     nodes: list[PatroniNode] = []
     try:
-        client, peer = servers.free_port(), servers.free_port()
+        client, peer = free_port(), free_port()
         etcd_dir = os.path.dirname(stack.path("etcd", "x"))
         stack.spawn(
             "etcd",
@@ -633,7 +654,7 @@ def patroni_pair(ttl: int = 20) -> Iterator[PatroniCluster]:
         wait_until(lambda: servers.port_open("127.0.0.1", client), 20, "etcd did not start")
         for i in range(2):
             base = os.path.dirname(stack.path(f"pg{i}", "x"))
-            pg_port, api_port = servers.free_port(), servers.free_port()
+            pg_port, api_port = free_port(), free_port()
             datadir = os.path.join(base, "data")
             conf = os.path.join(base, "patroni.yml")
             Path(conf).write_text(
@@ -874,7 +895,7 @@ def _node(stack: Stack, template: str, name: str, args: list[str]) -> MariaNode:
     base = os.path.dirname(stack.path(name, "x"))
     shutil.copytree(template, os.path.join(base, "data"), symlinks=True)
     chown(base, "mysql")
-    return MariaNode(name, base, servers.free_port(), args, stack)
+    return MariaNode(name, base, free_port(), args, stack)
 
 
 def _grant_ploy(node: MariaNode) -> None:
@@ -911,11 +932,11 @@ def galera_cluster(n: int = 3) -> Iterator[Galera]:
     stack = Stack("ploy-galera-")
     try:
         template = _template(stack)
-        gports = [servers.free_port() for _ in range(n)]
+        gports = [free_port() for _ in range(n)]
         address = "gcomm://" + ",".join(f"127.0.0.1:{p}" for p in gports)
         nodes: list[MariaNode] = []
         for i in range(n):
-            ist, sst = servers.free_port(), servers.free_port()
+            ist, sst = free_port(), free_port()
             args = [
                 "--wsrep-on=ON",
                 f"--wsrep-provider={GALERA}",

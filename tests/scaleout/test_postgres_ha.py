@@ -19,6 +19,7 @@ from flask import g
 
 from flask_ploy import StateInDoubt, StateUnavailable
 
+from ..test_faults import figure
 from . import engines
 from .core import state_core
 from .load import failover, local_app
@@ -43,8 +44,8 @@ def test_sync_standby_promoted_under_load_loses_nothing(
             times["crash"] = time.monotonic()
             pair.primary.crash()  # kill -9 the postmaster and every backend
             time.sleep(1.0)  # what a failover manager takes to decide, at least
+            times["promote"] = time.monotonic()
             pair.standby.promote()
-            times["promoted"] = time.monotonic()
 
         report = failover(
             request,
@@ -57,9 +58,11 @@ def test_sync_standby_promoted_under_load_loses_nothing(
             timeout=30,
         )
         state_core(config)  # the core again, on the promoted standby
-    after_promotion = times["crash"] + report.recovery - times["promoted"]
-    request.node.user_properties.append(
-        ("ploy_figure", f"    writes back {after_promotion:.2f} s after the promotion")
+    after_promotion = times["crash"] + report.recovery - times["promote"]
+    figure(
+        request,
+        f"postgresql synchronous standby: writes back {after_promotion:.2f} s after"
+        " pg_ctl promote was run",
     )
     assert report.failed_after_fault > 0, "the load never saw the outage"
     assert report.lost == 0, "synchronous replication lost an acknowledged write"
@@ -144,16 +147,13 @@ def test_old_primary_back_after_failover_is_bounded(
             assert not done.wait(3 * read_timeout), "the commit returned without a standby?"
             pair.primary.crash()  # set the blocked thread free
             assert done.wait(10)
-    request.node.user_properties.append(
-        (
-            "ploy_figure",
-            f"old postgresql primary back after failover, read_timeout {read_timeout:g} s:"
-            f" set gave up after {set_took:.1f} s (StateUnavailable), incr after"
-            f" {incr_took:.1f} s (StateInDoubt); without the timeout, still blocked after"
-            f" {3 * read_timeout:g} s",
-        )
+    figure(
+        request,
+        f"old postgresql primary back after failover, read_timeout {read_timeout:g} s:"
+        f" set gave up after {set_took:.1f} s (StateUnavailable), incr after"
+        f" {incr_took:.1f} s (StateInDoubt); without the timeout, still blocked after"
+        f" {3 * read_timeout:g} s",
     )
-    print(request.node.user_properties[-1][1])
 
 
 @pytest.mark.timeout(300)
