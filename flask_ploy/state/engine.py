@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -447,9 +448,9 @@ def _timed_out(conn: Any, timeout: float) -> BaseException:
         conn.close()
     error: type[BaseException] = OSError
     for klass in type(conn).__mro__:  # the driver's class under ours
-        module = klass.__module__.split(".")[0]
-        if module in ("psycopg", "psycopg2"):
-            error = getattr(__import__(module), "OperationalError", OSError)
+        driver = sys.modules.get(klass.__module__.split(".")[0])
+        if driver is not None and driver.__name__ in ("psycopg", "psycopg2"):
+            error = getattr(driver, "OperationalError", OSError)
             break
     return error(
         f"no answer within {timeout:g} s (read_timeout): the statement was cancelled and the"
