@@ -51,6 +51,7 @@ def _dispose_after_fork() -> None:  # pragma: no cover - runs in forked children
     # close=False leaves the parent's connections to the parent.
     for engine in list(_engines):
         engine.dispose(close=False)
+    _WATCHDOG.reset()
 
 
 if hasattr(os, "register_at_fork"):
@@ -319,6 +320,14 @@ class _Watchdog:
         self._ids = itertools.count(1)
         self._pid = 0
         self.tick = 0.25
+
+    def reset(self) -> None:
+        """Forget everything (in a forked child: the parent's lock may have been
+        held by one of its threads at the fork, and its thread is not here)."""
+        self._lock = threading.Lock()
+        self._due = {}
+        self._fired = set()
+        self._pid = 0
 
     def enter(self, conn: Any, timeout: float) -> int:
         token = next(self._ids)
