@@ -325,6 +325,10 @@ class MySQLDialect(Dialect):
     returning = ""
     _engine_checked = False
 
+    def __init__(self, sa_dialect: sa.Dialect, table: str) -> None:
+        super().__init__(sa_dialect, table)
+        self._plain_delete, self._plain_clear = self.delete, self.clear
+
     def upsert_sql(self) -> str:
         return (
             f"INSERT INTO {self.t} (resource, {self.k}, {self.v}) VALUES (?, ?, ?)"
@@ -423,10 +427,13 @@ class MySQLDialect(Dialect):
         return bool(getattr(self.sa_dialect, "is_mariadb", False)) and tuple(version) >= (10, 5)
 
     def count_with_returning(self) -> None:
-        """Make every DELETE return a row per deleted row, so ``rowcount`` counts them."""
+        """Make every DELETE return a row per deleted row, so ``rowcount`` counts them.
+
+        Idempotent: two connections may be prepared at once.
+        """
         self.returning = " RETURNING 1"
-        self.delete = f"{self.delete}{self.returning}"
-        self.clear = f"{self.clear}{self.returning}"
+        self.delete = f"{self._plain_delete}{self.returning}"
+        self.clear = f"{self._plain_clear}{self.returning}"
 
     def delete_many(self, n: int) -> str:
         text = super().delete_many(n)
