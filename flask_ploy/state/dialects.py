@@ -71,6 +71,7 @@ class Dialect:
         self.database = database
         preparer = sa_dialect.identifier_preparer
         self.sa_dialect = sa_dialect
+        self.table = table
         self._format = sa_dialect.paramstyle in ("format", "pyformat")
         self.t = t = preparer.quote(table)
         self.k = k = preparer.quote("key")
@@ -329,18 +330,33 @@ class PostgresDialect(Dialect):
     names = ("postgresql",)
 
     def incr_sql(self) -> str:
-        # resource, key, amount as bytes, amount. Overflow raises 22003. Only
-        # IMMUTABLE functions, so it also runs on distributed (Citus) tables.
+        # resource, key, amount as bytes, amount. Overflow raises 22003.
         t, v = self.t, self.v
-        text = f"encode({t}.{v}, 'escape')"  # NUL-safe, unlike convert_from
         return (
             f"INSERT INTO {t} (resource, {self.k}, {v}) VALUES (?, ?, ?)"
             f" ON CONFLICT (resource, {self.k}) DO UPDATE"
-            f" SET {v} = convert_to("
-            f"CAST(CAST({text} AS bigint) + CAST(? AS bigint) AS text), 'UTF8')"
-            f" WHERE {text} ~ '^(0|-{{0,1}}[1-9][0-9]{{0,18}})$'"
+            f" SET {v} = {self.incr_value(f'{t}.{v}', '?')}"
+            f" WHERE {self.incr_guard(f'{t}.{v}')}"
             f" RETURNING {v}"
         )
+
+    # Citus refuses a function that is not IMMUTABLE in ON CONFLICT DO UPDATE
+    # on a distributed table, so both expressions use only IMMUTABLE ones:
+    # encode/decode(..., 'escape'), int8in/int8out (the casts), int8pl (+),
+    # textregexeq (~). convert_to/convert_from are STABLE (they depend on the
+    # server encoding); decimal digits and '-' are the same bytes in every
+    # encoding and have no escapes, so decode(text, 'escape') is exact here.
+    # tests/scaleout/test_sql_fixes.py proves it with a generated column,
+    # which PostgreSQL accepts only when every function is IMMUTABLE.
+
+    def incr_value(self, column: str, amount: str) -> str:
+        """The new value of ``incr``: *column* (bytea) plus *amount* (an expression)."""
+        text = f"encode({column}, 'escape')"  # NUL-safe, unlike convert_from
+        return f"decode(CAST(CAST({text} AS bigint) + CAST({amount} AS bigint) AS text), 'escape')"
+
+    def incr_guard(self, column: str) -> str:
+        """True when *column* (bytea) holds a canonical decimal 64-bit integer."""
+        return f"encode({column}, 'escape') ~ '^(0|-{{0,1}}[1-9][0-9]{{0,18}})$'"
 
     def autocommit(self, conn: Any, on: bool) -> bool:
         previous = bool(conn.autocommit)
@@ -380,6 +396,13 @@ class MySQLDialect(Dialect):
 
     names = ("mysql", "mariadb")
     incr_needs_tx = True
+    #: Appended to DELETE statements (" RETURNING 1" through Spider).
+    returning = ""
+    _engine_checked = False
+
+    def __init__(self, sa_dialect: sa.Dialect, table: str) -> None:
+        super().__init__(sa_dialect, table)
+        self._plain_delete, self._plain_clear = self.delete, self.clear
 
     def upsert_sql(self) -> str:
         return (
@@ -441,8 +464,55 @@ class MySQLDialect(Dialect):
         if code in (1690, 1292, 1264, 1366):
             return Problem.VALUE
         if code == 1047:  # Galera: WSREP has not yet prepared the node
+            # The node left the primary component (or is joining): it refuses
+            # every query, ROLLBACK included, so the connection is thrown away
+            # rather than returned to the pool (where resetting it would log
+            # "Exception during reset" each time), and the retry connects
+            # again: with several hosts in the URL, to a node that is ready.
             return Problem.DISCONNECT
         return super().classify(exc, conn)
+
+    def prepare(self, conn: Any, settings: Any) -> None:
+        super().prepare(conn, settings)
+        if self._engine_checked:
+            return
+        # Once per store: through a Spider table, DELETE reports 0 affected
+        # rows (the shards delete them), so delete()/delete_many()/clear()
+        # count with RETURNING there (MariaDB 10.5+): the driver's rowcount
+        # is then the number of rows returned. Plain InnoDB keeps the plain
+        # DELETE: RETURNING costs little per key but doubles clear()'s time.
+        cur = conn.cursor()
+        try:
+            cur.execute(
+                "SELECT ENGINE FROM information_schema.TABLES"
+                " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
+                (self.table,),
+            )
+            row = cur.fetchone()
+        finally:
+            cur.close()
+        if row is not None and str(row[0]).upper() == "SPIDER" and self.has_returning:
+            self.count_with_returning()
+        self._engine_checked = True
+
+    @property
+    def has_returning(self) -> bool:
+        """The server is MariaDB 10.5 or later (``DELETE ... RETURNING``)."""
+        version = getattr(self.sa_dialect, "server_version_info", None) or ()
+        return bool(getattr(self.sa_dialect, "is_mariadb", False)) and tuple(version) >= (10, 5)
+
+    def count_with_returning(self) -> None:
+        """Make every DELETE return a row per deleted row, so ``rowcount`` counts them.
+
+        Idempotent: two connections may be prepared at once.
+        """
+        self.returning = " RETURNING 1"
+        self.delete = f"{self._plain_delete}{self.returning}"
+        self.clear = f"{self._plain_clear}{self.returning}"
+
+    def delete_many(self, n: int) -> str:
+        text = super().delete_many(n)
+        return text + self.returning if self.returning else text
 
 
 def _mysql_code(exc: BaseException) -> Any:
@@ -450,6 +520,17 @@ def _mysql_code(exc: BaseException) -> Any:
     args: tuple[Any, ...] = getattr(exc, "args", ())
     return args[0] if args else None
 
+
+#: SQLAlchemy dialect names that are refused, with the reason.
+REFUSED: dict[str, str] = {
+    "cockroachdb": (
+        "CockroachDB is not supported: State's SQL, lock timeouts and retry rules are"
+        " tested on SQLite, PostgreSQL and MariaDB/MySQL only, and no CockroachDB server"
+        " was available to test them (a postgresql:// URL pointed at CockroachDB is not"
+        " supported either). For distributed PostgreSQL, Citus runs State's SQL; see the"
+        " Scaling page of the docs"
+    ),
+}
 
 #: SQLAlchemy dialect name -> the :class:`Dialect` that serves it.
 DIALECTS: dict[str, type[Dialect]] = {
