@@ -216,16 +216,16 @@ class Dialect:
 class SQLiteDialect(Dialect):
     """SQLite through the standard library's ``sqlite3``."""
 
+    names = ("sqlite",)
+    binary = False
+    begin_write = "BEGIN IMMEDIATE"  # take the write lock first: no upgrade deadlock
+    lock_suffix = ""
+
     def __init__(self, sa_dialect: sa.Dialect, table: str, database: str | None = None) -> None:
         super().__init__(sa_dialect, table, database)
         self._checkpointing = threading.Lock()
         self._next_checkpoint = 0.0
         self._checkpoint_backoff = 0.05
-
-    names = ("sqlite",)
-    binary = False
-    begin_write = "BEGIN IMMEDIATE"  # take the write lock first: no upgrade deadlock
-    lock_suffix = ""
 
     def incr_sql(self) -> str:
         # ?1 resource, ?2 key, ?3 amount as text, ?4 amount. The WHERE keeps
@@ -247,7 +247,17 @@ class SQLiteDialect(Dialect):
         self.set_lock_wait(conn, settings.busy_timeout)
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if mode.lower() not in ("wal", "memory"):
-            conn.execute("PRAGMA journal_mode = WAL")
+            # Two connections switching at once can deadlock on the lock
+            # upgrade, and SQLite then fails one at once: try again.
+            deadline = time.monotonic() + settings.busy_timeout
+            while True:
+                try:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    break
+                except conn.OperationalError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.01)
         conn.execute(f"PRAGMA synchronous = {settings.sqlite_synchronous}")
         # A checkpoint that restarts the WAL truncates it to this size.
         conn.execute(f"PRAGMA journal_size_limit = {int(settings.sqlite_wal_limit)}")
@@ -400,8 +410,8 @@ class MySQLDialect(Dialect):
     returning = ""
     _engine_checked = False
 
-    def __init__(self, sa_dialect: sa.Dialect, table: str) -> None:
-        super().__init__(sa_dialect, table)
+    def __init__(self, sa_dialect: sa.Dialect, table: str, database: str | None = None) -> None:
+        super().__init__(sa_dialect, table, database)
         self._plain_delete, self._plain_clear = self.delete, self.clear
 
     def upsert_sql(self) -> str:
