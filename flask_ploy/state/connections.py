@@ -182,16 +182,20 @@ class Lease:
                             remaining = deadline - time.monotonic()
                         if remaining <= 0:
                             raise self._busy(label, failed, started) from failed
-                cur = self.cursor()
+                cur = self.cur
+                fresh = cur is None
+                if fresh:
+                    cur = self.cursor()
                 dialect = self.store.dialect
                 sent = False
                 try:
-                    remaining = deadline - time.monotonic()
                     # After a failure, or a slow checkout (a pool wait, a new
                     # connection): wait in the database only for the time left.
-                    if failed is not None or remaining < dialect.first_wait(timeout) - 0.025:
-                        self.wait_changed = True
-                        dialect.set_lock_wait(cur, max(0.001, remaining))
+                    if failed is not None or fresh:
+                        remaining = deadline - time.monotonic()
+                        if failed is not None or remaining < dialect.first_wait(timeout) - 0.025:
+                            self.wait_changed = True
+                            dialect.set_lock_wait(cur, max(0.001, remaining))
                         failed = None
                     if tx:
                         cur.execute(dialect.begin_write if write else dialect.begin_read)
