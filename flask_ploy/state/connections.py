@@ -39,6 +39,9 @@ T = TypeVar("T")
 
 #: The longest pause between two attempts of an operation, in seconds.
 MAX_BACKOFF = 0.05
+#: How far past its deadline a statement of a transaction may be left to wait
+#: for a lock before :meth:`Lease.bound_wait` shortens the wait, in seconds.
+WAIT_SLACK = 0.02
 
 
 class BadValue(ValueError):
@@ -56,12 +59,15 @@ class Lease:
         "active",
         "conn",
         "cur",
+        "deadline",
         "fairy",
         "in_tx",
         "orphaned",
         "restore",
         "store",
         "thread",
+        "transacting",
+        "wait",
         "wait_changed",
     )
 
@@ -83,6 +89,11 @@ class Lease:
         self.orphaned = False
         #: The database's lock wait differs from the session default.
         self.wait_changed = False
+        #: A :meth:`transact` is running: the context's bindings may not use it.
+        self.transacting = False
+        #: The running operation's deadline (:func:`time.monotonic`), and the
+        #: database's lock wait for its next statement, in seconds.
+        self.deadline = self.wait = 0.0
 
     def cursor(self) -> Any:
         """The cursor, borrowing a connection first if needed.
@@ -132,6 +143,42 @@ class Lease:
         deadline = time.monotonic() + self.store.settings.busy_timeout
         return self._attempts(label, body, write, tx, idempotent, deadline, None)
 
+    def transact(self, label: str, body: Callable[[Any], T], wrote: Callable[[], bool]) -> T:
+        """Run ``body(cursor)`` in a serializable transaction under the failure
+        policy of :meth:`run`, as often as a conflict asks, until the deadline.
+
+        The transaction begins with the dialect's
+        :meth:`~flask_ploy.state.dialects.Dialect.begin_transact`, on a cursor
+        of its own: while it runs, the bindings of the context cannot use this
+        connection (their cached cursor is closed, and :meth:`Connections.lease`
+        refuses), so nothing outside *body* joins the transaction by mistake.
+
+        :param wrote: Asked when ``COMMIT`` is sent: whether the transaction
+            wrote. If the connection breaks then, a transaction that wrote
+            raises :class:`~flask_ploy.StateInDoubt`; one that did not runs
+            again on a new connection.
+        :raises StateUnavailable: As :meth:`run`.
+        :raises StateInDoubt: The connection broke after ``COMMIT`` was sent.
+        """
+        deadline = time.monotonic() + self.store.settings.busy_timeout
+        self.transacting = True
+        try:
+            return self._attempts(label, body, True, True, False, deadline, None, wrote)
+        finally:
+            self.transacting = False
+
+    def bound_wait(self) -> None:
+        """Before a statement of a transaction: make the database wait for a
+        lock no longer than the operation's deadline (it was told the whole
+        busy timeout when the operation began)."""
+        now = time.monotonic()
+        if now + self.wait > self.deadline + WAIT_SLACK:
+            dialect = self.store.dialect
+            left = max(0.001, self.deadline - now)
+            self.wait_changed = True
+            dialect.set_lock_wait(self.cur, left)
+            self.wait = dialect.server_wait(left)
+
     def recover(
         self,
         exc: BaseException,
@@ -161,10 +208,12 @@ class Lease:
         idempotent: bool,
         deadline: float,
         failed: BaseException | None,
+        wrote: Callable[[], bool] | None = None,
     ) -> T:
         delay = 0.002
         reconnected = False
         sent = False  # the failed statement may have changed data
+        fresh = None  # transact: the transaction's own cursor
         self.active = True
         try:
             while True:
@@ -188,17 +237,27 @@ class Lease:
                 dialect = self.store.dialect
                 sent = False
                 try:
+                    self.deadline = deadline
                     if failed is not None:  # wait in the database only for the time left
                         self.wait_changed = True
-                        dialect.set_lock_wait(cur, max(0.001, deadline - time.monotonic()))
+                        left = max(0.001, deadline - time.monotonic())
+                        dialect.set_lock_wait(cur, left)
+                        self.wait = dialect.server_wait(left)
                         failed = None
-                    if tx:
+                    elif not self.wait_changed:
+                        self.wait = dialect.first_wait(self.store.settings.busy_timeout)
+                    if wrote is not None:
+                        if cur is not fresh:
+                            cur = fresh = self._own_cursor()
+                        dialect.begin_transact(cur)
+                        self.in_tx = True
+                    elif tx:
                         cur.execute(dialect.begin_write if write else dialect.begin_read)
                         self.in_tx = True
                     sent = write and not tx
                     result = body(cur)
                     if tx:
-                        sent = write
+                        sent = write if wrote is None else wrote()
                         cur.execute(dialect.commit)
                         self.in_tx = False
                     return result
@@ -210,6 +269,14 @@ class Lease:
                 self._restore_wait()
             if self.orphaned:
                 self.release()
+
+    def _own_cursor(self) -> Any:
+        """Replace the cursor by a new one, closing the old: a binding that
+        cached the old one finds it closed and goes through :meth:`Connections.lease`."""
+        old, self.cur = self.cur, self.conn.cursor()
+        with contextlib.suppress(Exception):
+            old.close()
+        return self.cur
 
     def _settle(
         self,
@@ -301,7 +368,8 @@ class Connections:
     def lease(self, store: StateStore) -> Lease:
         """The calling thread's lease on *store* (made, not yet connected, if new).
 
-        :raises RuntimeError: The context has ended.
+        :raises RuntimeError: The context has ended, or the thread is inside a
+            :meth:`Lease.transact` on *store*.
         """
         thread = get_ident()
         lease = self._leases.get((store, thread))
@@ -313,6 +381,12 @@ class Connections:
                     " command or 'with app.app_context():'."
                 )
             lease = self._leases[store, thread] = Lease(store, thread)
+        elif lease.transacting:
+            raise RuntimeError(
+                f"A State binding on {store.display_url} was used inside a transact() function"
+                " on the same database. Inside the function, use only its argument (tx.get,"
+                " tx.set...): it is the transaction. Transactions do not nest."
+            )
         return lease
 
     def release(self) -> None:
