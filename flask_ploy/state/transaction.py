@@ -11,7 +11,9 @@ transaction locks (:attr:`~flask_ploy.state.dialects.Dialect.tx_lock_suffix`),
 unless it already knows the key, and keeps its writes until the function
 returns; they are then sent in key order just before ``COMMIT``, so two
 transactions take their write locks in the same order and never deadlock
-each other on them, and nothing is written if the function raises.
+each other on them, and nothing is written if the function raises. Before
+each statement, :meth:`~flask_ploy.state.connections.Lease.bound_wait`
+keeps the database's lock wait within the deadline.
 
 How each database makes it serializable is the dialect's business
 (:meth:`~flask_ploy.state.dialects.Dialect.begin_transact`): SQLite takes
@@ -38,7 +40,7 @@ from .._validate import (
     not_integer,
 )
 from . import reads
-from .reads import CHUNK, LIST_MAX, ListResult
+from .reads import LIST_MAX, ListResult
 
 if TYPE_CHECKING:
     from .connections import Lease
@@ -123,16 +125,13 @@ class Transaction:
         rows: Sequence[Sequence[Any]] = self._execute(sql, params, fetch=True)
         return rows
 
-    def _execute(self, sql: str, params: Any, *, fetch: bool = False, many: bool = False) -> Any:
+    def _execute(self, sql: str, params: Any, *, fetch: bool = False) -> Any:
         if self.failure is not None:
             raise self.failure  # the transaction failed: the function caught it
         cur = self._cur
         try:
             self._lease.bound_wait()
-            if many:
-                cur.executemany(sql, params)
-            else:
-                cur.execute(sql, params)
+            cur.execute(sql, params)
             return cur.fetchall() if fetch else None
         except BaseException as exc:
             self.failure = exc
@@ -253,25 +252,18 @@ class Transaction:
         return new
 
     def flush(self) -> None:
-        """Send the writes, in key order: runs of sets as one ``executemany``,
-        runs of deletes :data:`~flask_ploy.state.reads.CHUNK` keys a statement."""
-        items = sorted(self._dirty.items())  # str order is UTF-8 byte order: the index's
+        """Send the writes: a statement per key, in key order.
+
+        One statement each, not a batch: a statement may wait for a lock, and
+        :meth:`~flask_ploy.state.connections.Lease.bound_wait` must cut each
+        wait to what is left of the deadline.
+        """
         dialect, resource, enc = self._dialect, self._resource, self._enc
-        i = 0
-        while i < len(items):
-            setting = items[i][1] is not None
-            j = i
-            while j < len(items) and (items[j][1] is not None) is setting:
-                j += 1
-            run = items[i:j]
-            if setting:
-                rows = [(resource, enc(k), enc(v)) for k, v in run if v is not None]
-                self._execute(dialect.set, rows, many=True)
+        for key, value in sorted(self._dirty.items()):  # str order is UTF-8 byte order
+            if value is None:
+                self._execute(dialect.delete, (resource, enc(key)))
             else:
-                for n in range(0, len(run), CHUNK):
-                    chunk = [enc(k) for k, _ in run[n : n + CHUNK]]
-                    self._execute(dialect.delete_many(len(chunk)), (resource, *chunk))
-            i = j
+                self._execute(dialect.set, (resource, enc(key), enc(value)))
 
 
 class _Raised(Exception):
