@@ -417,7 +417,9 @@ def test_a_caught_database_error_still_fails_the_transaction(
     returns: the transaction is failed anyway, retried, then given up."""
     url = server_state_url
     timeout = 1.3
-    app = make_app(PLOY_STATE_URL=url, PLOY_STATE_TABLE=state_table, PLOY_STATE_BUSY_TIMEOUT=timeout)
+    app = make_app(
+        PLOY_STATE_URL=url, PLOY_STATE_TABLE=state_table, PLOY_STATE_BUSY_TIMEOUT=timeout
+    )
     caught: list[BaseException] = []
 
     def fn(tx: Transaction) -> str:
