@@ -6,7 +6,9 @@ calling thread's connection through
 :meth:`~flask_ploy.state.connections.Lease.run`. ``get`` and ``set`` run
 their one statement directly on a cached cursor when called from the thread
 that first used the binding, and hand any failure to
-:meth:`~flask_ploy.state.connections.Lease.recover`.
+:meth:`~flask_ploy.state.connections.Lease.recover`. ``transact`` runs in
+:mod:`~flask_ploy.state.transaction`; the multi-row reads are in
+:mod:`~flask_ploy.state.reads`.
 """
 
 from __future__ import annotations

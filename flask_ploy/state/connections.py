@@ -17,6 +17,11 @@ away; a write whose statement may have reached the database raises
 once more on a new connection. Exceptions that are not the driver's
 (``TypeError``, ``RecursionError``, ``gevent.Timeout``...) roll back and
 propagate unchanged.
+
+:meth:`Lease.transact` runs ``STATE.transact`` under the same policy and
+loop: a conflict runs the whole transaction again; a transaction that wrote
+and breaks after its ``COMMIT`` was sent is in doubt; and each statement
+inside waits for locks only until the deadline (:meth:`Lease.bound_wait`).
 """
 
 from __future__ import annotations
