@@ -19,8 +19,9 @@ call it wraps. So SQLAlchemy's engine events (``echo``,
 
 from __future__ import annotations
 
-from .binding import CHUNK, LIST_MAX, ListResult, State
+from .binding import State
 from .connections import Connections, Lease
+from .reads import CHUNK, LIST_MAX, ListResult
 from .schema import make_table
 from .store import StateSettings, StateStore
 from .transaction import Transaction

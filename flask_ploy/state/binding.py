@@ -35,8 +35,6 @@ from .reads import CHUNK, LIST_MAX, ListResult
 from .store import StateStore
 from .transaction import Transaction
 
-__all__ = ["CHUNK", "LIST_MAX", "ListResult", "State"]
-
 T = TypeVar("T")
 
 
@@ -311,15 +309,12 @@ class State:
         if expected == new:
             return self.get(key) == expected
         k, v = self._key(key), self._key(new)
-        if expected is None:
-            return self._run(
-                "replace",
-                lambda cur: self._store.dialect.insert_if_absent(cur, (self.resource, k, v)),
-            )
 
         def body(cur: Any) -> bool:
-            params = (v, self.resource, k, self._key(expected))
-            cur.execute(self._store.dialect.compare_and_set, params)
+            dialect = self._store.dialect
+            if expected is None:
+                return dialect.insert_if_absent(cur, (self.resource, k, v))
+            cur.execute(dialect.compare_and_set, (v, self.resource, k, self._key(expected)))
             return bool(cur.rowcount == 1)
 
         return self._run("replace", body)
@@ -337,8 +332,8 @@ class State:
         **fn may run more than once**: after a conflict or a deadlock it runs
         again, until ``PLOY_STATE_BUSY_TIMEOUT`` seconds after the call began
         (its own time included). Keep side effects (e-mail, HTTP calls) out of
-        it; do them with its result. Inside it, use only *tx*: another State
-        binding on the same database raises :class:`RuntimeError`.
+        it. Inside it, use only *tx*: State bindings on the same database raise
+        :class:`RuntimeError`. See :doc:`/transactions`.
 
         :raises StateUnavailable: The database failed, or conflicts went on
             until the deadline; nothing was written.
@@ -363,7 +358,7 @@ class State:
         unique = list(dict.fromkeys(keys))
 
         def body(cur: Any) -> dict[str, str]:
-            return reads.read_many(_rows(cur), self._store.dialect, self.resource, unique)
+            return reads.read_many(reads.rows_of(cur), self._store.dialect, self.resource, unique)
 
         found = self._run("get_many", body, write=False, tx=len(unique) > CHUNK)
         return {k: found.get(k) for k in keys}
@@ -424,7 +419,7 @@ class State:
         def body(cur: Any) -> builtins.list[tuple[str, str | None]]:
             dialect = self._store.dialect
             return reads.scan(
-                _rows(cur), dialect, self.resource, prefix, after, limit, values=values
+                reads.rows_of(cur), dialect, self.resource, prefix, after, limit, values=values
             )
 
         return self._run("list", body, write=False)
@@ -505,13 +500,3 @@ class State:
             return int(cur.rowcount)
 
         return self._run("clear", body, tx=True)
-
-
-def _rows(cur: Any) -> reads.Rows:
-    """A :data:`~flask_ploy.state.reads.Rows` on *cur*."""
-
-    def rows(sql: str, params: Any) -> Any:
-        cur.execute(sql, params)
-        return cur.fetchall()
-
-    return rows

@@ -155,3 +155,13 @@ def prefix_end(prefix: str, binary: bool) -> Any:
         chars[-1] = chr(last)
         return "".join(chars)
     return None
+
+
+def rows_of(cur: Any) -> Rows:
+    """The :data:`Rows` of a DBAPI cursor: execute, then fetch every row."""
+
+    def rows(sql: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        cur.execute(sql, params)
+        return cur.fetchall()  # type: ignore[no-any-return]
+
+    return rows
