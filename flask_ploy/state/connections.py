@@ -242,16 +242,16 @@ class Lease:
                 dialect = self.store.dialect
                 sent = False
                 try:
-                    self.deadline = deadline
                     if failed is not None:  # wait in the database only for the time left
                         self.wait_changed = True
                         left = max(0.001, deadline - time.monotonic())
                         dialect.set_lock_wait(cur, left)
                         self.wait = dialect.server_wait(left)
                         failed = None
-                    elif not self.wait_changed:
-                        self.wait = dialect.first_wait(self.store.settings.busy_timeout)
-                    if wrote is not None:
+                    if wrote is not None:  # a transaction: see bound_wait
+                        self.deadline = deadline
+                        if not self.wait_changed:
+                            self.wait = dialect.first_wait(self.store.settings.busy_timeout)
                         if cur is not fresh:
                             cur = fresh = self._own_cursor()
                         dialect.begin_transact(cur)
