@@ -289,6 +289,21 @@ def test_bad_arguments_in_a_transaction_raise_and_write_nothing(
     assert dict(s.items()) == {"k": "before", "doc": "{}"}
 
 
+def test_transact_inside_a_load_is_refused(state_env: Any) -> None:
+    s = state_env.STATE
+
+    def pairs() -> Any:
+        yield "a", "1"
+        s.transact(lambda tx: tx.set("b", "2"))
+        yield "c", "3"
+
+    with pytest.raises(RuntimeError, match="while another State operation ran"):
+        s.load(pairs())
+    assert s.list().keys == []
+    s.load([("a", "1")])
+    assert s.transact(lambda tx: tx.get("a")) == "1"
+
+
 def test_transact_needs_a_function(state_env: Any) -> None:
     with pytest.raises(TypeError, match="needs a function"):
         state_env.STATE.transact("not callable")

@@ -164,7 +164,10 @@ class Lease:
             again on a new connection.
         :raises StateUnavailable: As :meth:`run`.
         :raises StateInDoubt: The connection broke after ``COMMIT`` was sent.
+        :raises RuntimeError: Another operation is running on this lease.
         """
+        if self.active:  # from inside another operation (a generator given to load)
+            raise RuntimeError(f"{label} was called while another State operation ran")
         deadline = time.monotonic() + self.store.settings.busy_timeout
         self.transacting = True
         try:
