@@ -197,6 +197,8 @@ class Transaction:
     # -- writes -------------------------------------------------------------------
 
     def _put(self, key: str, value: str | None) -> None:
+        if value is not None and not value.isascii():
+            value.encode()  # a lone surrogate raises here, at the call, not at commit
         self._known[key] = self._dirty[key] = value
 
     def set(self, key: str, value: str) -> None:
