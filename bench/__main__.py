@@ -31,18 +31,22 @@ from . import _harness, report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-ALL_GROUPS = ["cache", "state_sqlite", "state_postgres", "dumpload", "growth", "profile", "http"]
+ALL_GROUPS = ["cache", "state_sqlite", "state_postgres", "state_mariadb", "dumpload", "growth",
+              "profile", "http"]  # fmt: skip
 NEEDS = {
     "cache": {"redis"},
     "state_postgres": {"postgres"},
+    "state_mariadb": {"mariadb"},
     "profile": {"redis"},
     "http": {"redis", "wrk"},
 }
 
 FULL = {"rounds": 101, "ops": 200, "warmup": 5, "dataset": 10_000, "cli": True,
-        "sizes": [1_000, 100_000, 1_000_000], "http_seconds": 2, "http_rounds": 12}  # fmt: skip
+        "sizes": [1_000, 100_000, 1_000_000], "http_seconds": 2, "http_rounds": 12,
+        "rmw_seconds": 2.0}  # fmt: skip
 QUICK = {"rounds": 21, "ops": 100, "warmup": 3, "dataset": 2_000, "cli": False,
-         "sizes": [1_000, 10_000, 100_000], "http_seconds": 2, "http_rounds": 1}  # fmt: skip
+         "sizes": [1_000, 10_000, 100_000], "http_seconds": 2, "http_rounds": 1,
+         "rmw_seconds": 0.3}  # fmt: skip
 
 
 def _port_open(url: str) -> bool:
@@ -55,11 +59,12 @@ def _port_open(url: str) -> bool:
     return False
 
 
-def available(redis_url: str, pg_url: str) -> dict[str, bool]:
+def available(redis_url: str, pg_url: str, mariadb_url: str = "") -> dict[str, bool]:
     """Which services and tools this machine has."""
     return {
         "redis": _port_open(redis_url.replace("redis://", "http://")),
         "postgres": _port_open(pg_url.replace("postgresql+psycopg://", "http://")),
+        "mariadb": bool(mariadb_url) and _port_open("http://" + mariadb_url.split("://", 1)[-1]),
         "wrk": shutil.which("wrk") is not None,
     }
 
@@ -75,6 +80,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sizes", help="dataset sizes of the growth curves, e.g. 1000,100000")
     p.add_argument("--http-seconds", type=float, help="seconds per wrk run")
     p.add_argument("--http-rounds", type=int, help="wrk runs per route and app")
+    p.add_argument(
+        "--rmw-seconds", type=float, help="seconds per contended read-modify-write measurement"
+    )
     p.add_argument(
         "--no-http-warmup", action="store_true", help="skip the untimed wrk run per route and app"
     )
@@ -94,6 +102,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         ),
     )
     p.add_argument(
+        "--mariadb-url",
+        default=os.environ.get(
+            "PLOY_TEST_MARIADB_URL", "mariadb+pymysql://root@127.0.0.1:3306/test"
+        ),
+    )
+    p.add_argument(
         "--strict", action="store_true", help="fail, not skip, when a service is missing"
     )
     p.add_argument(
@@ -106,7 +120,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     s = dict(QUICK if args.quick else FULL)
-    for name in ("rounds", "ops", "warmup", "dataset", "http_seconds", "http_rounds"):
+    for name in ("rounds", "ops", "warmup", "dataset", "http_seconds", "http_rounds",
+                 "rmw_seconds"):  # fmt: skip
         value = getattr(args, name)
         if value is not None:
             s[name] = value
@@ -202,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown groups: {', '.join(sorted(unknown))}; known: {', '.join(ALL_GROUPS)}")
         return 2
-    have = available(args.redis_url, args.pg_url)
+    have = available(args.redis_url, args.pg_url, args.mariadb_url)
     skipped: dict[str, str] = {}
     for name in list(groups):
         missing = sorted(x for x in NEEDS.get(name, set()) if not have[x])
@@ -234,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         "cli": s["cli"] and not args.no_cli,
         "redis_url": args.redis_url,
         "pg_url": args.pg_url,
+        "mariadb_url": args.mariadb_url,
+        "rmw_seconds": s["rmw_seconds"],
         "tmp": tmp,
         "tag": tag,
     }

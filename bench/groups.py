@@ -470,6 +470,99 @@ def _diskcache_ops(dc: Any) -> dict[str, Run]:
     return {"get": get, "set": set_, "incr": incr}
 
 
+# Read-modify-write of a counter, four ways: incr (one statement), an
+# optimistic replace loop, transact, and get + set (which loses updates).
+# Alone (latency, interleaved as above, incr the baseline), then contended:
+# threads of their own app contexts on one hot key, for a while each.
+
+RMW_THREADS = 4
+
+
+def _rmw_ops(retries: dict[str, int]) -> dict[str, Callable[[Any, str], object]]:
+    def incr(st: Any, k: str) -> object:
+        return st.incr(k)
+
+    def replace_loop(st: Any, k: str) -> object:
+        while True:
+            old = st.get(k)
+            if st.replace(k, old, str(int(old or 0) + 1)):
+                return None
+            retries["replace loop"] += 1
+
+    def transact(st: Any, k: str) -> object:
+        runs = 0
+
+        def fn(tx: Any) -> None:
+            nonlocal runs
+            runs += 1
+            tx.set(k, str(int(tx.get(k) or 0) + 1))
+
+        st.transact(fn)
+        retries["transact"] += runs - 1
+        return None
+
+    def get_set(st: Any, k: str) -> object:
+        return st.set(k, str(int(st.get(k) or 0) + 1))
+
+    return {"incr": incr, "replace loop": replace_loop, "transact": transact,
+            "get + set (loses updates)": get_set}  # fmt: skip
+
+
+def _contended(app: Flask, op: Callable[[Any, str], object], key: str, seconds: float) -> int:
+    """Operations done by :data:`RMW_THREADS` threads on *key* in *seconds*."""
+    import threading
+
+    done = [0] * RMW_THREADS
+    start = threading.Barrier(RMW_THREADS)
+
+    def worker(i: int) -> None:
+        with app.app_context():
+            st = g.env.STATE
+            st.get(key)  # borrow the connection before the clock starts
+            start.wait()
+            stop = time.monotonic() + seconds
+            while time.monotonic() < stop:
+                op(st, key)
+                done[i] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(RMW_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done)
+
+
+def read_modify_write(cfg: dict[str, Any], app: Flask, seed: int) -> dict[str, Any]:
+    """``read_modify_write`` of a state group: per-op latency, then contended throughput."""
+    from collections import Counter
+
+    st = g.env.STATE
+    retries: Counter[str] = Counter()
+    ops = _rmw_ops(retries)
+    counters = [f"rmw{i:05d}" for i in range(max(cfg["dataset"] // 10, 100))]
+    st.set_many(dict.fromkeys(counters, "0"))
+    plan = _plan(cfg)
+    alone = _measure(
+        {name: (lambda ks, op=op: [op(st, k) for k in ks]) for name, op in ops.items()},
+        _sampler(counters, plan.ops, seed),
+        plan,
+        "incr",
+    )
+    seconds = cfg.get("rmw_seconds", 1.0)
+    contended: dict[str, Any] = {}
+    for name, op in ops.items():
+        key = f"hot:{name}"
+        st.set(key, "0")
+        retries.clear()
+        n = _contended(app, op, key, seconds)
+        value = int(st.get(key) or 0)
+        contended[name] = {"ops_per_s": round(n / seconds), "retries_per_op": retries[name] / n
+                           if n else 0.0, "lost": n - value}  # fmt: skip
+    return {"alone": alone, "contended": {"threads": RMW_THREADS, "seconds": seconds,
+                                          "results": contended}}  # fmt: skip
+
+
 def state_group(cfg: dict[str, Any], kind: str) -> dict[str, Any]:
     from flask_ploy import FlaskPloy
 
@@ -537,6 +630,7 @@ def state_group(cfg: dict[str, Any], kind: str) -> dict[str, Any]:
                 raw_name,
                 between=end_read_tx,
             )
+        out["read_modify_write"] = read_modify_write(cfg, app, 20)
     finally:
         db.session.remove()
         if kind != "sqlite":
@@ -951,10 +1045,32 @@ def http_app_group(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def state_mariadb_group(cfg: dict[str, Any]) -> dict[str, Any]:
+    """State on MariaDB: the read-modify-write comparison only."""
+    from flask_ploy import FlaskPloy
+
+    table = f"{cfg['tag']}_state"
+    app = Flask("bench_state_mariadb", root_path=cfg["tmp"])
+    app.config.update(
+        PLOY_BINDINGS={"state": {"STATE": "default"}},
+        PLOY_STATE_URL=cfg["mariadb_url"],
+        PLOY_STATE_TABLE=table,
+    )
+    FlaskPloy(app)
+    ctx = app.app_context()
+    ctx.push()
+    try:
+        return {"read_modify_write": read_modify_write(cfg, app, 20)}
+    finally:
+        g.env.STATE.connection().cursor().execute(f"DROP TABLE IF EXISTS {table}")
+        ctx.pop()
+
+
 GROUPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "cache": cache_group,
     "state_sqlite": lambda cfg: state_group(cfg, "sqlite"),
     "state_postgres": lambda cfg: state_group(cfg, "postgres"),
+    "state_mariadb": state_mariadb_group,
     "growth": growth_group,
     "profile": profile_group,
     "http_app": http_app_group,

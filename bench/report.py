@@ -388,6 +388,30 @@ def rst_table(table: Table, widths: str = "") -> str:
     return "\n".join(out) + "\n"
 
 
+RMW_TITLES = {**GROUP_TITLES, "state_mariadb": "State on MariaDB"}
+
+
+def rmw_table(results: dict[str, Any]) -> Table:
+    """Read-modify-write of a counter four ways, per database: alone, then contended."""
+    groups = results["groups"]
+    rows = []
+    threads = None
+    for g, title in RMW_TITLES.items():
+        rmw = _get(groups, g, "read_modify_write")
+        if not rmw:
+            continue
+        contended = rmw["contended"]
+        threads = contended["threads"]
+        for name, entry in rmw["alone"]["results"].items():
+            c = contended["results"].get(name, {})
+            rows.append([f"{title}: {name}", _cell(entry),
+                         f"{c.get('ops_per_s', 0):,}", f"{c.get('retries_per_op', 0):.2f}",
+                         f"{c.get('lost', 0):,}"])  # fmt: skip
+    header = ["way", "alone: µs per op (x incr)",
+              f"{threads} threads, one key: ops/s", "retries per op", "updates lost"]  # fmt: skip
+    return header, rows
+
+
 def _sections(results: dict[str, Any]) -> list[tuple[str, str, Table]]:
     """(fragment name, title, table) for everything measured."""
     groups = results["groups"]
@@ -400,6 +424,9 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, str, Table]]:
     for g, title in GROUP_TITLES.items():
         if g in groups:
             out.append((f"ops_{g}", f"{title}: median µs per operation", ops_table(groups[g])))
+    if any(_get(groups, g, "read_modify_write") for g in RMW_TITLES):
+        out.append(("rmw", "Read-modify-write of a counter: incr, replace, transact, get + set",
+                    rmw_table(results)))  # fmt: skip
     if "cache" in groups and "get_many" in groups["cache"]:
         out.append(("get_many", "Cache get_many: µs per call", many_table(groups["cache"])))
     if "http" in groups:

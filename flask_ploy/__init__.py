@@ -28,7 +28,7 @@ from .errors import (
 )
 from .extension import FlaskPloy
 from .protocols import CacheBinding, StateBinding
-from .state import ListResult, State
+from .state import ListResult, State, Transaction
 
 __all__ = [
     "Cache",
@@ -43,6 +43,7 @@ __all__ = [
     "StateBinding",
     "StateInDoubt",
     "StateUnavailable",
+    "Transaction",
     "UnknownBinding",
 ]
 

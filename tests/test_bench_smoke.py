@@ -25,13 +25,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_quick_bench_runs_every_group(tmp_path: Path) -> None:
     servers.need(servers.redis_ok(), f"Redis at {servers.REDIS_URL}")
     servers.need(servers.sql_ok(servers.POSTGRES_URL), f"PostgreSQL at {servers.POSTGRES_URL}")
+    servers.need(servers.sql_ok(servers.MARIADB_URL), f"MariaDB at {servers.MARIADB_URL}")
     servers.need(shutil.which("wrk") is not None, "wrk")
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--strict", "--rounds", "2", "--ops", "5",
          "--warmup", "1", "--dataset", "120", "--sizes", "50,200", "--http-seconds", "1",
          "--http-rounds", "1", "--no-http-warmup", "--no-cli", "--out", str(out),
-         "--redis-url", servers.REDIS_URL, "--pg-url", servers.POSTGRES_URL],
+         "--redis-url", servers.REDIS_URL, "--pg-url", servers.POSTGRES_URL,
+         "--mariadb-url", servers.MARIADB_URL, "--rmw-seconds", "0.1"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -42,13 +44,21 @@ def test_quick_bench_runs_every_group(tmp_path: Path) -> None:
     results = json.loads((out / "results.json").read_text())
     assert results["skipped"] == {}
     assert set(results["groups"]) == {
-        "cache", "state_sqlite", "state_postgres", "dumpload", "growth", "profile", "http",
+        "cache", "state_sqlite", "state_postgres", "state_mariadb", "dumpload", "growth",
+        "profile", "http",
     }  # fmt: skip
     state = results["groups"]["state_sqlite"]
     assert set(state["get"]["results"]) == {
         "sqlite3", "diskcache", "flask-ploy (binding)", "flask-ploy (g.env)",
         "Flask-SQLAlchemy ORM",
     }  # fmt: skip
+    for group in ("state_sqlite", "state_postgres", "state_mariadb"):
+        rmw = results["groups"][group]["read_modify_write"]
+        assert set(rmw["alone"]["results"]) == {
+            "incr", "replace loop", "transact", "get + set (loses updates)",
+        }  # fmt: skip
+        for name in ("incr", "replace loop", "transact"):
+            assert rmw["contended"]["results"][name]["lost"] == 0, (group, name)
     for route in results["groups"]["http"]["routes"].values():
         assert route["flask-ploy"]["errors"] == 0
         assert route["hand-written"]["errors"] == 0
@@ -58,7 +68,8 @@ def test_quick_bench_runs_every_group(tmp_path: Path) -> None:
     md = (out / "results.md").read_text()
     assert "## Targets" in md
     assert "| flask-ploy (g.env) |" in md
-    for name in ("targets", "ops_cache", "ops_state_sqlite", "http", "growth", "profile_state"):
+    for name in ("targets", "ops_cache", "ops_state_sqlite", "http", "growth", "profile_state",
+                 "rmw"):  # fmt: skip
         assert (out / f"{name}.rst").read_text().startswith(".. list-table::")
     for chart in ("ops", "http", "growth", "profile"):
         assert (out / f"{chart}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

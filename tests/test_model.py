@@ -572,6 +572,78 @@ def test_model_redis_real_ttls(
 # -- State -------------------------------------------------------------------------
 
 
+class Aborted(Exception):
+    """Raised at the end of a model transaction that must write nothing."""
+
+
+#: Keys of transaction steps: mostly the hot ones, so that a step meets what
+#: an earlier step (or transaction) wrote or deleted.
+tx_keys = st.one_of(st.sampled_from(HOT_KEYS), st.sampled_from(HOT_KEYS), keys)
+#: One step of a model transaction: (operation, arguments...).
+TX_STEPS = st.one_of(
+    st.tuples(st.just("get"), tx_keys),
+    st.tuples(st.just("set"), tx_keys, values),
+    st.tuples(st.just("delete"), tx_keys),
+    st.tuples(st.just("incr"), tx_keys, amounts),
+    st.tuples(st.just("update"), st.one_of(tx_keys, st.sampled_from(["doc", "doc2"])), UPDATE_OPS),
+    st.tuples(st.just("get_many"), st.lists(tx_keys, max_size=4)),
+    st.tuples(
+        st.just("list"),
+        st.one_of(st.sampled_from(["", "", "a", "a:", "\x00", "🎉"]), prefixes),
+        st.one_of(st.integers(1, 4), st.just(1000)),
+        st.one_of(st.none(), tx_keys),
+    ),
+)
+
+
+def check_tx_step(tx: Any, view: dict[str, str], step: tuple[Any, ...]) -> None:
+    """Run *step* on *tx* and check it against *view*, which it updates."""
+    op, *args = step
+    if op == "get":
+        assert tx.get(args[0]) == view.get(args[0]), step
+    elif op == "set":
+        tx.set(args[0], args[1])
+        view[args[0]] = args[1]
+    elif op == "delete":
+        assert tx.delete(args[0]) is (args[0] in view), step
+        view.pop(args[0], None)
+    elif op == "incr":
+        key, amount = args
+        try:
+            want = model_incr(view.get(key), amount)
+        except Refused:
+            with pytest.raises(ValueError):
+                tx.incr(key, amount)
+            return
+        assert tx.incr(key, amount) == want, step
+        view[key] = str(want)
+    elif op == "update":
+        key, ops = args
+        old = view.get(key)
+        try:
+            doc = model_update(old, ops)
+        except Refused:
+            with pytest.raises(ValueError):
+                tx.update(key, ops)
+            return
+        got = tx.update(key, ops)
+        if old is None:
+            assert got is None, step
+            return
+        assert json.loads(got) == doc, step
+        view[key] = got
+    elif op == "get_many":
+        assert tx.get_many(args[0]) == {k: view.get(k) for k in args[0]}, step
+    else:
+        prefix, limit, cursor = args
+        matching = utf8_order(k for k in view if k.startswith(prefix))
+        if cursor:
+            matching = [k for k in matching if k.encode() > cursor.encode()]
+        page = tx.list(prefix, limit=limit, cursor=cursor)
+        assert page.keys == matching[:limit], step
+        assert page.cursor == (matching[limit - 1] if len(matching) > limit else None), step
+
+
 class StateModel(RuleBasedStateMachine):
     """A State binding against a dict, inside one app context per example."""
 
@@ -670,6 +742,40 @@ class StateModel(RuleBasedStateMachine):
     @rule()
     def count(self) -> None:
         assert self.state.count() == len(self.data)
+
+    @rule(
+        key=keys,
+        which=st.sampled_from(["current", "absent", "other"]),
+        other=values,
+        new=values,
+    )
+    def replace(self, key: str, which: str, other: str, new: str) -> None:
+        current = self.data.get(key)
+        expected = {"current": current, "absent": None, "other": other}[which]
+        swapped = current == expected  # None == None: absent as expected
+        assert self.state.replace(key, expected, new) is swapped, (key, expected, current)
+        if swapped:
+            self.data[key] = new
+
+    @rule(steps=st.lists(TX_STEPS, max_size=12), abort=st.booleans())
+    def transact(self, steps: list[tuple[Any, ...]], abort: bool) -> None:
+        """A transaction of random steps, each checked against a copy of the
+        model (its own writes included); committed, or rolled back by an
+        exception at the end."""
+
+        def fn(tx: Any) -> dict[str, str]:
+            view = dict(self.data)  # afresh on every run
+            for step in steps:
+                check_tx_step(tx, view, step)
+            if abort:
+                raise Aborted(view)
+            return view
+
+        try:
+            view = self.state.transact(fn)
+        except Aborted:
+            return
+        self.data = view
 
     @rule(
         op=st.sampled_from(

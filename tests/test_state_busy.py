@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -41,6 +42,9 @@ OPS: dict[str, Callable[[Any], Any]] = {
     "count": lambda s: s.count(),
     "load": lambda s: s.load([("x", "1")]),
     "clear": lambda s: s.clear(),
+    "replace": lambda s: s.replace("k", "v", "v2"),
+    "transact": lambda s: s.transact(lambda tx: tx.set("k", (tx.get("k") or "") + "!")),
+    "transact (reads only)": lambda s: s.transact(lambda tx: tx.get_many(["k", "n"])),
 }
 READS = {"get", "get_many", "get_many (one snapshot)", "list", "items", "count"}
 
@@ -146,7 +150,9 @@ def test_a_locked_table_fails_every_operation_within_the_busy_timeout(
         g.env.STATE.set("after", "ok")
 
 
-@pytest.mark.parametrize("op", ["set", "delete", "incr", "update", "set_many", "delete_many"])
+@pytest.mark.parametrize(
+    "op", ["set", "delete", "incr", "update", "set_many", "delete_many", "replace", "transact"]
+)
 @pytest.mark.parametrize("timeout", [0.5, 1.3])
 def test_a_row_lock_fails_writes_within_the_busy_timeout(
     make_app: Any, server_state_url: str, state_table: str, op: str, timeout: float
@@ -208,3 +214,37 @@ def test_an_exhausted_pool_waits_the_pool_timeout(
         assert g.env.STATE.get("k") is None
         store = app.extensions["ploy"].state_store("STATE")
         assert store.engine.pool.checkedout() == 1
+
+
+@pytest.mark.parametrize("kind", ["reads", "writes"])
+def test_a_transaction_that_waits_twice_still_ends_at_the_deadline(
+    make_app: Any, server_state_url: str, state_table: str, kind: str
+) -> None:
+    """Key ``a`` is locked until part of the timeout has passed, ``b`` for
+    good: the wait for ``b`` is cut to what is left, not a whole timeout more
+    (MariaDB counts whole seconds, hence its longer timeout)."""
+    state_url = server_state_url
+    timeout, first = (1.0, 0.6) if state_url.startswith("postgresql") else (2.5, 1.0)
+    app = _app(make_app, state_url, state_table, timeout)
+
+    def fn(tx: Any) -> None:
+        if kind == "reads":  # MariaDB's reads wait (they lock); PostgreSQL's never do
+            tx.get("a")
+            tx.get("b")
+        tx.set("a", "x")
+        tx.set("b", "y")
+
+    with app.app_context():
+        g.env.STATE.set_many({"a": "1", "b": "2"})
+        with rows_locked(state_url, state_table, ["b"]):
+            lock_a = rows_locked(state_url, state_table, ["a"])
+            lock_a.__enter__()
+            release = threading.Timer(first, lock_a.__exit__, (None, None, None))
+            release.start()
+            try:
+                elapsed, exc = _timed(lambda s: s.transact(fn))
+            finally:
+                release.join()
+        assert isinstance(exc, StateUnavailable), exc
+        assert timeout - 0.02 <= elapsed <= timeout + SLACK, f"{state_url}: {elapsed:.3f} s"
+        assert g.env.STATE.get_many(["a", "b"]) == {"a": "1", "b": "2"}

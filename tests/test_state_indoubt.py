@@ -21,6 +21,7 @@ from flask import g
 
 from flask_ploy import StateInDoubt
 
+from .conftest import _state_url
 from .test_state_busy import _raw
 
 
@@ -32,8 +33,9 @@ def _session_id(conn: Any, url: str) -> int:
     return int(cur.fetchone()[0])
 
 
-def _kill_when_waiting(url: str, session: int) -> threading.Thread:
-    """Kill *session* once it waits for a lock, from a connection of our own."""
+def _kill_when_waiting(url: str, session: int, wait: str = "Lock") -> threading.Thread:
+    """Kill *session* once it waits for a lock (PostgreSQL: for *wait*, a
+    ``wait_event_type``), from a connection of our own."""
 
     def run() -> None:
         conn = _raw(url)
@@ -45,7 +47,7 @@ def _kill_when_waiting(url: str, session: int) -> threading.Thread:
                     "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (session,)
                 )
                 row = cur.fetchone()
-                waiting = row is not None and row[0] == "Lock"
+                waiting = row is not None and row[0] == wait
             else:
                 cur.execute(
                     "SELECT COUNT(*) FROM information_schema.INNODB_TRX"
@@ -120,6 +122,7 @@ IN_DOUBT: dict[str, Callable[[Any], Any]] = {
     "delete": lambda s: s.delete("k"),
     "add": lambda s: s.add("new", "mine"),
     "incr (PostgreSQL: one statement)": lambda s: s.incr("n"),
+    "replace": lambda s: s.replace("k", "v", "w"),
 }
 
 
@@ -153,6 +156,10 @@ RETRIED: dict[str, tuple[Callable[[Any], Any], dict[str, str | None]]] = {
     "update": (lambda s: s.update("doc", {"$inc": {"n": 1}}), {"doc": '{"n":1}'}),
     "delete_many": (lambda s: s.delete_many(["k", "n"]), {"k": None, "n": None}),
     "incr (MariaDB: a transaction)": (lambda s: s.incr("n"), {"n": "2"}),
+    "transact": (
+        lambda s: s.transact(lambda tx: tx.set("k", tx.get("k") + "!") or tx.incr("n")),
+        {"k": "v!", "n": "2"},
+    ),
 }
 
 
@@ -193,3 +200,46 @@ def test_a_read_cut_off_is_retried(make_app: Any, server_state_url: str, state_t
         time.sleep(0.1)
         assert s.get("k") == "v"  # the dead connection is replaced transparently
         assert s.count() == 1
+
+
+def test_a_transaction_cut_off_at_commit_is_in_doubt(
+    make_app: Any, state_table: str, tmp_path: Any
+) -> None:
+    """PostgreSQL: a deferred constraint trigger makes ``COMMIT`` itself slow
+    (``pg_sleep``), and the session is killed then: a transaction that wrote
+    raises StateInDoubt, and its function is not run again."""
+    url = _state_url("postgresql", tmp_path)
+    ctx, s = _state(make_app, url, state_table)
+    slow = f"{state_table}_slow_commit"
+    admin = _raw(url)
+    cur = admin.cursor()
+    try:
+        cur.execute(
+            f'CREATE OR REPLACE FUNCTION "{slow}"() RETURNS trigger LANGUAGE plpgsql'
+            " AS $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$"
+        )
+        cur.execute(
+            f'CREATE CONSTRAINT TRIGGER "{slow}" AFTER INSERT OR UPDATE ON "{state_table}"'
+            f' DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION "{slow}"()'
+        )
+        runs = 0
+
+        def fn(tx: Any) -> None:
+            nonlocal runs
+            runs += 1
+            tx.incr("n")
+
+        session = _session_id(s.connection(), url)
+        killer = _kill_when_waiting(url, session, wait="Timeout")
+        with pytest.raises(StateInDoubt, match="may or may not have been applied"):
+            s.transact(fn)
+        killer.join(10)
+        assert runs == 1
+        cur.execute(f'DROP TRIGGER "{slow}" ON "{state_table}"')
+        assert s.get("n") == "1"  # the commit did not happen, but nobody could know
+        assert s.transact(lambda tx: tx.get("n")) == "1"  # working on a new connection
+    finally:
+        cur.execute(f'DROP TRIGGER IF EXISTS "{slow}" ON "{state_table}"')
+        cur.execute(f'DROP FUNCTION IF EXISTS "{slow}"()')
+        admin.close()
+        ctx.pop()

@@ -119,11 +119,25 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from flask_ploy import Transaction
 from ploy_env import env
+
+
+def transfer(tx: Transaction) -> bool:
+    stock = int(tx.get("stock:a") or 0)
+    if stock < 1:
+        return False
+    tx.set("stock:a", str(stock - 1))
+    tx.incr("stock:b")
+    return True
 
 
 def view() -> dict[str, str | int | None]:
     e = env()
+    moved: bool = e.STATE.transact(transfer)
+    swapped: bool = e.STATE.replace("flag", None, "on") or moved
+    count: int = e.STATE.transact(lambda tx: tx.incr("n"))
+    print(swapped, count)
     e.CACHE.set("greeting", "hello", ttl=60)
     e.SESSION_CACHE.set("s", "v", ttl=timedelta(minutes=5))
     e.STATE.set("user:1", "alice")
@@ -148,6 +162,8 @@ def view() -> int:
     n: int = e.STATE.get("count")
     e.CACHE = e.SESSION_CACHE
     e.CACHE.set("k", "v", ttl="60")
+    e.STATE.replace("k", None, 5)
+    s: str = e.STATE.transact(lambda tx: tx.incr("n"))
     return e.CACHE.get("k") + 1
 """
 
@@ -201,7 +217,9 @@ def test_mypy_strict_checks_code_using_the_module(tmp_path: Path) -> None:
         ' type "int")',
         11: 'Property "CACHE" defined in "PloyEnv" is read-only',
         12: 'Argument "ttl" to "set" of "CacheBinding" has incompatible type "str"',
-        13: 'Unsupported operand types for + ("None" and "int")',
+        13: 'Argument 3 to "replace" of "StateBinding" has incompatible type "int"; expected "str"',
+        14: 'Incompatible types in assignment (expression has type "int", variable has type "str")',
+        15: 'Unsupported operand types for + ("None" and "int")',
     }
     assert sorted(by_line) == sorted(expected), stdout
     for line, message in expected.items():

@@ -1,6 +1,9 @@
 """State: durable strings in a SQL table, through SQLAlchemy engines.
 
 - :mod:`~flask_ploy.state.binding`: :class:`State`, what ``g.env.STATE`` is.
+- :mod:`~flask_ploy.state.transaction`: :class:`Transaction`, the ``tx`` of
+  ``STATE.transact(fn)``.
+- :mod:`~flask_ploy.state.reads`: the multi-row reads both share.
 - :mod:`~flask_ploy.state.connections`: the connections of one app context,
   and the one failure policy every operation runs under.
 - :mod:`~flask_ploy.state.store`: :class:`StateStore`, the table on one database.
@@ -16,10 +19,12 @@ call it wraps. So SQLAlchemy's engine events (``echo``,
 
 from __future__ import annotations
 
-from .binding import CHUNK, LIST_MAX, ListResult, State
+from .binding import State
 from .connections import Connections, Lease
+from .reads import CHUNK, LIST_MAX, ListResult
 from .schema import make_table
 from .store import StateSettings, StateStore
+from .transaction import Transaction
 
 __all__ = [
     "CHUNK",
@@ -30,5 +35,6 @@ __all__ = [
     "State",
     "StateSettings",
     "StateStore",
+    "Transaction",
     "make_table",
 ]

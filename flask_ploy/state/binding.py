@@ -6,7 +6,9 @@ calling thread's connection through
 :meth:`~flask_ploy.state.connections.Lease.run`. ``get`` and ``set`` run
 their one statement directly on a cached cursor when called from the thread
 that first used the binding, and hand any failure to
-:meth:`~flask_ploy.state.connections.Lease.recover`.
+:meth:`~flask_ploy.state.connections.Lease.recover`. ``transact`` runs in
+:mod:`~flask_ploy.state.transaction`; the multi-row reads are in
+:mod:`~flask_ploy.state.reads`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import builtins
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from threading import get_ident
 from typing import Any, TypeVar
 
@@ -29,36 +30,16 @@ from .._validate import (
     not_integer,
 )
 from ..errors import StateUnavailable
+from . import reads, transaction
 from .connections import BadValue, Connections, after_fork
+from .reads import CHUNK, LIST_MAX, ListResult
 from .store import StateStore
+from .transaction import Transaction
 
 T = TypeVar("T")
 
 #: Every live binding, to forget its cursor in a forked child.
 _bindings: weakref.WeakSet[State] = weakref.WeakSet()
-
-#: Rows per statement for bulk reads and deletes.
-CHUNK = 500
-#: The most keys one ``list`` call returns.
-LIST_MAX = 1000
-
-
-@dataclass(frozen=True)
-class ListResult:
-    """One page of :meth:`State.list`.
-
-    :ivar keys: The keys of this page, in ascending (bytewise) order.
-    :ivar cursor: Pass it back as ``cursor=`` for the next page; ``None``
-        when this is the last page.
-    """
-
-    keys: list[str]
-    cursor: str | None
-
-    @property
-    def list_complete(self) -> bool:
-        """``True`` when there are no more pages."""
-        return self.cursor is None
 
 
 class State:
@@ -327,6 +308,67 @@ class State:
 
         return self._run("update", body, tx=True)
 
+    def replace(self, key: str, expected: str | None, new: str) -> bool:
+        """Set *key* to *new* only if its value is *expected*; return whether it was set.
+
+        Compare-and-set, one atomic statement on every database: no other
+        write can come between the comparison and the write. *expected*
+        ``None`` means "absent" (insert only if missing, as :meth:`add`);
+        values compare exactly (case, trailing spaces, NUL). When *expected*
+        equals *new*, it only reads. Not idempotent: after
+        :class:`~flask_ploy.StateInDoubt`, read the value before trying again.
+
+        :raises TypeError: *expected* is neither ``str`` nor ``None``, or *new*
+            is not a ``str``.
+        """
+        check_key(key, self._max_key)
+        if expected is not None:
+            check_value(expected, self._max_value)
+        check_value(new, self._max_value)
+        if expected == new:
+            return self.get(key) == expected
+        k, v = self._key(key), self._key(new)
+
+        def body(cur: Any) -> bool:
+            dialect = self._store.dialect
+            if expected is None:
+                return dialect.insert_if_absent(cur, (self.resource, k, v))
+            cur.execute(dialect.compare_and_set, (v, self.resource, k, self._key(expected)))
+            return bool(cur.rowcount == 1)
+
+        return self._run("replace", body)
+
+    def transact(self, fn: Callable[[Transaction], T]) -> T:
+        """Run ``fn(tx)`` in a serializable transaction; return what it returns.
+
+        *tx* (a :class:`~flask_ploy.state.transaction.Transaction`) has
+        ``get``, ``get_many``, ``set``, ``delete``, ``incr``, ``update`` and
+        ``list``, on this binding's resource: its reads see its own writes,
+        and the result is as if transactions ran one at a time. Nothing is
+        written unless *fn* returns; an exception from *fn* rolls back and
+        reaches the caller unchanged.
+
+        **fn may run more than once**: after a conflict or a deadlock it runs
+        again, until ``PLOY_STATE_BUSY_TIMEOUT`` seconds after the call began
+        (its own time included). Keep side effects (e-mail, HTTP calls) out of
+        it. Inside it, use only *tx*: State bindings on the same database raise
+        :class:`RuntimeError`. See :doc:`/transactions`.
+
+        :raises StateUnavailable: The database failed, or conflicts went on
+            until the deadline; nothing was written.
+        :raises StateInDoubt: The connection broke after ``COMMIT`` was sent
+            by a transaction that wrote.
+        """
+        conns, label = self._conns, f"{self.name}.transact"
+        if get_ident() != conns.owner:
+            with conns.once(self._store) as lease:
+                return transaction.transact(label, self.resource, self._store, lease, fn)
+        lease = conns.lease(self._store)
+        try:
+            return transaction.transact(label, self.resource, self._store, lease, fn)
+        finally:
+            self._remember(lease.cur)
+
     # -- bulk operations ---------------------------------------------------------
 
     def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:
@@ -336,15 +378,8 @@ class State:
             return {}
         unique = list(dict.fromkeys(keys))
 
-        def body(cur: Any) -> dict[str, str | None]:
-            found: dict[str, str | None] = {}
-            for i in range(0, len(unique), CHUNK):
-                chunk = unique[i : i + CHUNK]
-                sql = self._store.dialect.select_many(len(chunk))
-                cur.execute(sql, (self.resource, *(self._key(k) for k in chunk)))
-                for k, v in cur.fetchall():
-                    found[self._str(k)] = self._str(v)
-            return found
+        def body(cur: Any) -> dict[str, str]:
+            return reads.read_many(reads.rows_of(cur), self._store.dialect, self.resource, unique)
 
         found = self._run("get_many", body, write=False, tx=len(unique) > CHUNK)
         return {k: found.get(k) for k in keys}
@@ -392,14 +427,7 @@ class State:
         :param limit: Keys per page, 1 to 1000.
         :param cursor: The ``cursor`` of the previous page, or ``None``.
         """
-        if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
-        if type(limit) is not int or isinstance(limit, bool):
-            raise TypeError(f"limit must be int, not {type(limit).__name__}")
-        if not 1 <= limit <= LIST_MAX:
-            raise ValueError(f"limit must be between 1 and {LIST_MAX}, got {limit}")
-        if cursor is not None and not isinstance(cursor, str):
-            raise TypeError(f"cursor must be str or None, not {type(cursor).__name__}")
+        reads.check_list(prefix, limit, cursor)
         rows = self._scan(prefix, cursor or None, limit + 1, values=False)
         keys = [k for k, _ in rows[:limit]]
         return ListResult(keys, keys[-1] if len(rows) > limit else None)
@@ -408,23 +436,12 @@ class State:
         self, prefix: str, after: str | None, limit: int, *, values: bool
     ) -> builtins.list[tuple[str, str | None]]:
         """Up to *limit* ``(key, value)`` rows with *prefix*, after *after*."""
-        exclusive = after is not None and after >= prefix
-        lower = after if exclusive else prefix
 
         def body(cur: Any) -> builtins.list[tuple[str, str | None]]:
-            binary = self._store.dialect.binary
-            upper = _prefix_end(prefix, binary)
-            sql = self._store.dialect.scan(
-                after=exclusive, upper=upper is not None, values=values, limit=limit
+            dialect = self._store.dialect
+            return reads.scan(
+                reads.rows_of(cur), dialect, self.resource, prefix, after, limit, values=values
             )
-            params: tuple[Any, ...] = (self.resource, self._key(lower))  # type: ignore[arg-type]
-            cur.execute(sql, params if upper is None else (*params, upper))
-            rows = cur.fetchall()
-            if not binary:  # SQLite returns str already: no per-row work
-                return rows if values else [(k, None) for (k,) in rows]
-            if values:
-                return [(bytes(k).decode(), bytes(v).decode()) for k, v in rows]
-            return [(bytes(k).decode(), None) for (k,) in rows]
 
         return self._run("list", body, write=False)
 
@@ -504,36 +521,6 @@ class State:
             return int(cur.rowcount)
 
         return self._run("clear", body, tx=True)
-
-
-def _prefix_end(prefix: str, binary: bool) -> Any:
-    """The smallest key greater than every key starting with *prefix*.
-
-    ``None`` when there is none (empty prefix). Strings compare by code
-    point, which is UTF-8 byte order, so SQLite's ``TEXT`` and the other
-    databases' bytes agree.
-    """
-    if not prefix:
-        return None
-    if binary:
-        raw = bytearray(prefix.encode())
-        while raw and raw[-1] == 0xFF:
-            raw.pop()
-        if not raw:
-            return None
-        raw[-1] += 1
-        return bytes(raw)
-    chars = list(prefix)
-    while chars:
-        last = ord(chars[-1]) + 1
-        if last > 0x10FFFF:
-            chars.pop()
-            continue
-        if 0xD800 <= last <= 0xDFFF:
-            last = 0xE000
-        chars[-1] = chr(last)
-        return "".join(chars)
-    return None
 
 
 def _forget_after_fork() -> None:  # pragma: no cover - runs in forked children

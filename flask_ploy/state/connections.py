@@ -18,6 +18,11 @@ away; a write whose statement may have reached the database raises
 once more on a new connection. Exceptions that are not the driver's
 (``TypeError``, ``RecursionError``, ``gevent.Timeout``...) roll back and
 propagate unchanged.
+
+:meth:`Lease.transact` runs ``STATE.transact`` under the same policy and
+loop: a conflict runs the whole transaction again; a transaction that wrote
+and breaks after its ``COMMIT`` was sent is in doubt; and each statement
+inside waits for locks only until the deadline (:meth:`Lease.bound_wait`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import os
 import random
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -42,6 +47,9 @@ T = TypeVar("T")
 
 #: The longest pause between two attempts of an operation, in seconds.
 MAX_BACKOFF = 0.05
+#: How far past its deadline a statement of a transaction may be left to wait
+#: for a lock before :meth:`Lease.bound_wait` shortens the wait, in seconds.
+WAIT_SLACK = 0.02
 
 
 class BadValue(ValueError):
@@ -56,13 +64,17 @@ class Lease:
     """
 
     __slots__ = (
+        "active",
         "conn",
         "cur",
+        "deadline",
         "fairy",
         "in_tx",
         "restore",
         "store",
         "thread",
+        "transacting",
+        "wait",
         "wait_changed",
     )
 
@@ -80,6 +92,13 @@ class Lease:
         self.in_tx = False
         #: The database's lock wait differs from the session default.
         self.wait_changed = False
+        #: An operation is running on it.
+        self.active = False
+        #: A :meth:`transact` is running: the context's bindings may not use it.
+        self.transacting = False
+        #: The running operation's deadline (:func:`time.monotonic`), and the
+        #: database's lock wait for its next statement, in seconds.
+        self.deadline = self.wait = 0.0
 
     def cursor(self) -> Any:
         """The cursor, borrowing a connection first if needed.
@@ -129,6 +148,46 @@ class Lease:
         deadline = started + self.store.settings.busy_timeout
         return self._attempts(label, body, write, tx, idempotent, deadline, None, started)
 
+    def transact(self, label: str, body: Callable[[Any], T], wrote: Callable[[], bool]) -> T:
+        """Run ``body(cursor)`` in a serializable transaction under the failure
+        policy of :meth:`run`, as often as a conflict asks, until the deadline.
+
+        The transaction begins with the dialect's
+        :meth:`~flask_ploy.state.dialects.Dialect.begin_transact`, on a cursor
+        of its own: while it runs, the bindings of the context cannot use this
+        connection (their cached cursor is closed, and :meth:`Connections.lease`
+        refuses), so nothing outside *body* joins the transaction by mistake.
+
+        :param wrote: Asked when ``COMMIT`` is sent: whether the transaction
+            wrote. If the connection breaks then, a transaction that wrote
+            raises :class:`~flask_ploy.StateInDoubt`; one that did not runs
+            again on a new connection.
+        :raises StateUnavailable: As :meth:`run`.
+        :raises StateInDoubt: The connection broke after ``COMMIT`` was sent.
+        :raises RuntimeError: Another operation is running on this lease.
+        """
+        if self.active:  # from inside another operation (a generator given to load)
+            raise RuntimeError(f"{label} was called while another State operation ran")
+        started = time.monotonic()
+        deadline = started + self.store.settings.busy_timeout
+        self.transacting = True
+        try:
+            return self._attempts(label, body, True, True, False, deadline, None, started, wrote)
+        finally:
+            self.transacting = False
+
+    def bound_wait(self) -> None:
+        """Before a statement of a transaction: make the database wait for a
+        lock no longer than the operation's deadline (it was told the whole
+        busy timeout when the operation began)."""
+        now = time.monotonic()
+        if now + self.wait > self.deadline + WAIT_SLACK:
+            dialect = self.store.dialect
+            left = max(0.001, self.deadline - now)
+            self.wait_changed = True
+            dialect.set_lock_wait(self.cur, left)
+            self.wait = dialect.server_wait(left)
+
     def recover(
         self,
         exc: BaseException,
@@ -160,11 +219,14 @@ class Lease:
         deadline: float,
         failed: BaseException | None,
         started: float | None,
+        wrote: Callable[[], bool] | None = None,
     ) -> T:
         delay = 0.002
         timeout = self.store.settings.busy_timeout
         reconnected = False
         sent = False  # the failed statement may have changed data
+        own = None  # transact: the transaction's own cursor
+        self.active = True
         try:
             while True:
                 if failed is not None:
@@ -183,35 +245,54 @@ class Lease:
                         if remaining <= 0:
                             raise self._busy(label, failed, started) from failed
                 cur = self.cur
-                fresh = cur is None
-                if fresh:
+                borrowed = cur is None
+                if borrowed:
                     cur = self.cursor()
                 dialect = self.store.dialect
                 sent = False
                 try:
                     # After a failure, or a slow checkout (a pool wait, a new
                     # connection): wait in the database only for the time left.
-                    if failed is not None or fresh:
-                        remaining = deadline - time.monotonic()
-                        if failed is not None or remaining < dialect.first_wait(timeout) - 0.025:
+                    if failed is not None or borrowed:
+                        left = deadline - time.monotonic()
+                        if failed is not None or left < dialect.first_wait(timeout) - 0.025:
                             self.wait_changed = True
-                            dialect.set_lock_wait(cur, max(0.001, remaining))
+                            left = max(0.001, left)
+                            dialect.set_lock_wait(cur, left)
+                            self.wait = dialect.server_wait(left)
                         failed = None
-                    if tx:
+                    if wrote is not None:  # a transaction: see bound_wait
+                        self.deadline = deadline
+                        if not self.wait_changed:
+                            self.wait = dialect.first_wait(self.store.settings.busy_timeout)
+                        if cur is not own:
+                            cur = own = self._own_cursor()
+                        dialect.begin_transact(cur)
+                        self.in_tx = True
+                    elif tx:
                         cur.execute(dialect.begin_write if write else dialect.begin_read)
                         self.in_tx = True
                     sent = write and not tx
                     result = body(cur)
                     if tx:
-                        sent = write
+                        sent = write if wrote is None else wrote()
                         cur.execute(dialect.commit)
                         self.in_tx = False
                     return result
                 except BaseException as exc:
                     failed = exc
         finally:
+            self.active = False
             if self.wait_changed and self.cur is not None:
                 self._restore_wait()
+
+    def _own_cursor(self) -> Any:
+        """Replace the cursor by a new one, closing the old: a binding that
+        cached the old one finds it closed and goes through :meth:`Connections.lease`."""
+        old, self.cur = self.cur, self.conn.cursor()
+        with contextlib.suppress(Exception):
+            old.close()
+        return self.cur
 
     def _settle(
         self,
@@ -330,6 +411,12 @@ class Connections:
             if get_ident() != self.owner:
                 raise RuntimeError("Connections.lease() is for the app context's own thread")
             lease = self._leases[store] = Lease(store, self.owner)
+        elif lease.transacting:
+            raise RuntimeError(
+                f"A State binding on {store.display_url} was used inside a transact() function"
+                " on the same database. Inside the function, use only its argument (tx.get,"
+                " tx.set...): it is the transaction. Transactions do not nest."
+            )
         return lease
 
     def run_once(
@@ -346,12 +433,23 @@ class Connections:
         connection borrowed for it and returned when it ends (see
         :meth:`Lease.run`).
 
+        :raises RuntimeError: The context has ended, or the thread is inside a
+            :meth:`Lease.transact` on *store*.
+        """
+        with self.once(store) as lease:
+            return lease.run(label, body, write=write, tx=tx, idempotent=idempotent)
+
+    @contextlib.contextmanager
+    def once(self, store: StateStore) -> Iterator[Lease]:
+        """A lease on *store* for a thread other than the owner, for one
+        operation: its connection goes back when the block ends.
+
         :raises RuntimeError: The context has ended.
         """
         self._check_open()
         lease = Lease(store, get_ident())
         try:
-            return lease.run(label, body, write=write, tx=tx, idempotent=idempotent)
+            yield lease
         finally:
             lease.release()
 

@@ -88,6 +88,10 @@ class Dialect:
         self.add = self.sql(self.insert_if_absent_sql())
         self.incr = self.sql(self.incr_sql())
         self._many: dict[tuple[str, int], str] = {}
+        # State.transact and State.replace (see "Transactions" below).
+        self.tx_get = self.sql(f"SELECT {v} FROM {t} {where}{self.tx_lock_suffix}")
+        # (new, resource, key, expected)
+        self.compare_and_set = self.sql(f"UPDATE {t} SET {v} = ? {where} AND {v} = ?")
 
     # -- statements ----------------------------------------------------------
 
@@ -211,6 +215,29 @@ class Dialect:
         except Exception:  # pragma: no cover - a dialect that cannot tell
             return Problem.OTHER
         return Problem.OTHER
+
+    # -- transactions: State.transact ------------------------------------------------
+    #
+    # A transaction is serializable: as if transactions ran one at a time. Its
+    # writes are sent in key order when the function returns (see
+    # flask_ploy.state.transaction); what differs per database is how it
+    # begins and how its reads lock, set here.
+
+    #: Appended to a point read (``get``, ``get_many``) inside a transaction.
+    tx_lock_suffix: ClassVar[str] = ""
+    #: Appended to a range read (``list``) inside a transaction.
+    tx_share_suffix: ClassVar[str] = ""
+
+    def begin_transact(self, cur: Any) -> None:
+        """Begin a serializable transaction on *cur*'s connection (in autocommit mode)."""
+        cur.execute(self.begin_write)
+
+    def tx_select_many(self, n: int) -> str:
+        """:meth:`select_many` with the transaction's point-read locks."""
+        text = self._many.get(("tx_select", n))
+        if text is None:
+            text = self._many["tx_select", n] = self.select_many(n) + self.tx_lock_suffix
+        return text
 
 
 class SQLiteDialect(Dialect):
@@ -393,6 +420,15 @@ class PostgresDialect(Dialect):
             return Problem.DISCONNECT  # connection exception, operator intervention
         return super().classify(exc, conn)
 
+    # -- transactions ---------------------------------------------------------------
+    # SERIALIZABLE (serializable snapshot isolation): reads take no row locks
+    # and never wait; PostgreSQL tracks what each transaction read, key ranges
+    # and absent keys included, and fails one of two transactions that could
+    # not have run one after the other with 40001, which is retried.
+
+    def begin_transact(self, cur: Any) -> None:
+        cur.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+
 
 def _pg_in_transaction(conn: Any) -> bool:
     info = getattr(conn, "info", None)  # psycopg 3
@@ -469,7 +505,7 @@ class MySQLDialect(Dialect):
 
     def classify(self, exc: BaseException, conn: Any) -> Problem:
         code = _mysql_code(exc)
-        if code in (1213, 1205):  # deadlock, lock wait timeout
+        if code in (1213, 1205, 1020):  # deadlock, lock wait timeout, snapshot conflict
             return Problem.RETRY
         if code in (1690, 1292, 1264, 1366):
             return Problem.VALUE
@@ -523,6 +559,20 @@ class MySQLDialect(Dialect):
     def delete_many(self, n: int) -> str:
         text = super().delete_many(n)
         return text + self.returning if self.returning else text
+
+    # -- transactions ---------------------------------------------------------------
+    # REPEATABLE READ with locking reads (two-phase locking): a point read
+    # locks the row, or the gap where it would be (InnoDB's next-key locks),
+    # for writing; a range read locks the rows and gaps it scanned for
+    # reading. Each read sees the latest committed value; nothing it saw can
+    # change or appear before the transaction ends. A deadlock (1213) is
+    # retried. READ COMMITTED would take no gap locks, hence the explicit level.
+    tx_lock_suffix = " FOR UPDATE"
+    tx_share_suffix = " LOCK IN SHARE MODE"
+
+    def begin_transact(self, cur: Any) -> None:
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cur.execute("START TRANSACTION")
 
 
 def _mysql_code(exc: BaseException) -> Any:
