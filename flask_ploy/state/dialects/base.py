@@ -1,0 +1,226 @@
+"""The :class:`Dialect` base class: what every database's SQL must provide.
+
+A dialect writes its statements once per store, in the driver's paramstyle,
+and answers the per-connection questions: how to set a connection up, how
+long the database itself waits for a lock, and what a driver exception
+means (:meth:`Dialect.classify`).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+
+class Problem(enum.Enum):
+    """What a driver exception means to a State operation."""
+
+    #: A lock wait timed out, a deadlock, a serialization failure, a busy
+    #: database: running the operation again may succeed.
+    RETRY = "retry"
+    #: The connection is broken: throw it away.
+    DISCONNECT = "disconnect"
+    #: ``incr`` met a value that is not an integer, or would overflow.
+    VALUE = "value"
+    #: Anything else: the database failed.
+    OTHER = "other"
+
+
+class Dialect:
+    """The SQL of one database for one state table, prepared once.
+
+    Statements use ``?`` placeholders, translated to the driver's paramstyle.
+    Parameters are ``(resource, key, ...)``; keys and values travel as UTF-8
+    bytes when :attr:`binary` is true, as ``str`` otherwise.
+    """
+
+    #: SQLAlchemy dialect names this class serves.
+    names: ClassVar[tuple[str, ...]] = ()
+    #: Keys and values travel as UTF-8 bytes.
+    binary: ClassVar[bool] = True
+    #: ``incr`` needs a transaction (the upsert and a read of the result).
+    incr_needs_tx: ClassVar[bool] = False
+    begin_write: ClassVar[str] = "BEGIN"
+    begin_read: ClassVar[str] = "BEGIN"
+    commit: ClassVar[str] = "COMMIT"
+    rollback: ClassVar[str] = "ROLLBACK"
+    ping: ClassVar[str] = "SELECT 1"
+    #: Appended to a read that locks the row for the rest of the transaction.
+    lock_suffix: ClassVar[str] = " FOR UPDATE"
+    #: Let the database itself wait for locks (else fail at once and retry).
+    wait_in_database = True
+
+    def __init__(self, sa_dialect: sa.Dialect, table: str, database: str | None = None) -> None:
+        #: The database name of the engine's URL (SQLite: the file).
+        self.database = database
+        preparer = sa_dialect.identifier_preparer
+        self.sa_dialect = sa_dialect
+        self.table = table
+        self._format = sa_dialect.paramstyle in ("format", "pyformat")
+        self.t = t = preparer.quote(table)
+        self.k = k = preparer.quote("key")
+        self.v = v = preparer.quote("value")
+        where = f"WHERE resource = ? AND {k} = ?"
+        self.get = self.sql(f"SELECT {v} FROM {t} {where}")
+        self.get_for_update = self.sql(f"SELECT {v} FROM {t} {where}{self.lock_suffix}")
+        self.delete = self.sql(f"DELETE FROM {t} {where}")
+        # (value, resource, key)
+        self.replace_value = self.sql(f"UPDATE {t} SET {v} = ? {where}")
+        self.count = self.sql(f"SELECT COUNT(*) FROM {t} WHERE resource = ?")
+        self.clear = self.sql(f"DELETE FROM {t} WHERE resource = ?")
+        self.set = self.sql(self.upsert_sql())
+        self.add = self.sql(self.insert_if_absent_sql())
+        self.incr = self.sql(self.incr_sql())
+        self._many: dict[tuple[str, int], str] = {}
+        # State.transact and State.replace (see "Transactions" below).
+        self.tx_get = self.sql(f"SELECT {v} FROM {t} {where}{self.tx_lock_suffix}")
+        # (new, resource, key, expected)
+        self.compare_and_set = self.sql(f"UPDATE {t} SET {v} = ? {where} AND {v} = ?")
+
+    # -- statements ----------------------------------------------------------
+
+    def sql(self, text: str) -> str:
+        """Translate ``?`` placeholders to the driver's paramstyle."""
+        return text.replace("?", "%s") if self._format else text
+
+    def _marks(self, n: int) -> str:
+        return ", ".join(["%s" if self._format else "?"] * n)
+
+    def upsert_sql(self) -> str:
+        """``set``: standard ``ON CONFLICT`` (SQLite, PostgreSQL)."""
+        return (
+            f"INSERT INTO {self.t} (resource, {self.k}, {self.v}) VALUES (?, ?, ?)"
+            f" ON CONFLICT (resource, {self.k}) DO UPDATE SET {self.v} = excluded.{self.v}"
+        )
+
+    def insert_if_absent_sql(self) -> str:
+        """``add``: insert unless present; see :meth:`insert_if_absent`."""
+        return (
+            f"INSERT INTO {self.t} (resource, {self.k}, {self.v}) VALUES (?, ?, ?)"
+            f" ON CONFLICT (resource, {self.k}) DO NOTHING"
+        )
+
+    def incr_sql(self) -> str:
+        """``incr``: add to a decimal integer, creating it; see :meth:`run_incr`."""
+        raise NotImplementedError
+
+    def select_many(self, n: int) -> str:
+        """``SELECT key, value`` of *n* keys: ``(resource, key1, ..., keyN)``."""
+        return self._cached("select", n, f"SELECT {self.k}, {self.v} FROM {self.t}")
+
+    def delete_many(self, n: int) -> str:
+        """``DELETE`` *n* keys: ``(resource, key1, ..., keyN)``; ``rowcount`` is how many."""
+        return self._cached("delete", n, f"DELETE FROM {self.t}")
+
+    def _cached(self, what: str, n: int, head: str) -> str:
+        text = self._many.get((what, n))
+        if text is None:
+            text = self._many[what, n] = (
+                f"{head} WHERE resource = {self._marks(1)} AND {self.k} IN ({self._marks(n)})"
+            )
+        return text
+
+    def scan(self, *, after: bool, upper: bool, values: bool, limit: int) -> str:
+        """Keys (and values) of a resource in key order, from a lower bound.
+
+        Parameters: ``(resource, lower[, upper])``. *after*: the lower bound
+        is exclusive (a cursor) rather than inclusive (a prefix); *upper*:
+        there is an exclusive upper bound.
+        """
+        m = self._marks(1)
+        return (
+            f"SELECT {self.k}{', ' + self.v if values else ''} FROM {self.t}"
+            f" WHERE resource = {m} AND {self.k} {'>' if after else '>='} {m}"
+            + (f" AND {self.k} < {m}" if upper else "")
+            + f" ORDER BY {self.k} LIMIT {int(limit)}"
+        )
+
+    # -- operations that differ by more than their text ------------------------
+
+    def insert_if_absent(self, cur: Any, params: tuple[Any, ...]) -> bool:
+        """Run ``add``; return whether the row was inserted."""
+        cur.execute(self.add, params)
+        return bool(cur.rowcount == 1)
+
+    def run_incr(self, cur: Any, resource: str, key: Any, amount: int) -> Any:
+        """Run ``incr``; return the stored result, or ``None`` if the value
+        is not an integer (unchanged then). May raise a :attr:`Problem.VALUE`
+        error instead."""
+        cur.execute(self.incr, (resource, key, self.encode(str(amount)), amount))
+        rows = cur.fetchall()
+        return rows[0][0] if rows else None
+
+    def encode(self, text: str) -> Any:
+        """A key or value as the driver takes it."""
+        return text.encode() if self.binary else text
+
+    # -- connections ---------------------------------------------------------------
+
+    def prepare(self, conn: Any, settings: Any) -> None:
+        """Set up a new DBAPI connection (in autocommit mode); once per connection.
+
+        :param settings: The store's :class:`~flask_ploy.state.store.StateSettings`.
+        """
+        self.set_lock_wait(conn.cursor(), self.first_wait(settings.busy_timeout))
+
+    def first_wait(self, timeout: float) -> float:
+        """Seconds the database itself waits for a lock on an operation's
+        first attempt, for a busy timeout of *timeout* seconds."""
+        return self.server_wait(timeout) if self.wait_in_database else 0.0
+
+    def server_wait(self, timeout: float) -> float:
+        """The longest lock wait the database can be told, up to *timeout*."""
+        return timeout
+
+    def on_checkout(self, conn: Any, settings: Any) -> None:
+        """Housekeeping each time a context borrows *conn* (cheap: once per context)."""
+
+    def setup_needs_lock(self, conn: Any) -> bool:
+        """Whether :meth:`prepare` must take the database's write lock."""
+        return False
+
+    def autocommit(self, conn: Any, on: bool) -> bool:
+        """Set autocommit mode; return the previous mode."""
+        raise NotImplementedError
+
+    def in_transaction(self, conn: Any) -> bool:
+        """Whether a transaction is open on *conn*."""
+        raise NotImplementedError
+
+    def set_lock_wait(self, cur: Any, seconds: float) -> None:
+        """Make the database wait at most *seconds* for a lock, from now on."""
+        raise NotImplementedError
+
+    def classify(self, exc: BaseException, conn: Any) -> Problem:
+        """What driver exception *exc* means (*conn*: its DBAPI connection)."""
+        try:
+            if self.sa_dialect.is_disconnect(exc, conn, None):  # type: ignore[arg-type]
+                return Problem.DISCONNECT
+        except Exception:  # pragma: no cover - a dialect that cannot tell
+            return Problem.OTHER
+        return Problem.OTHER
+
+    # -- transactions: State.transact ------------------------------------------------
+    #
+    # A transaction is serializable: as if transactions ran one at a time. Its
+    # writes are sent in key order when the function returns (see
+    # flask_ploy.state.transaction); what differs per database is how it
+    # begins and how its reads lock, set here.
+
+    #: Appended to a point read (``get``, ``get_many``) inside a transaction.
+    tx_lock_suffix: ClassVar[str] = ""
+    #: Appended to a range read (``list``) inside a transaction.
+    tx_share_suffix: ClassVar[str] = ""
+
+    def begin_transact(self, cur: Any) -> None:
+        """Begin a serializable transaction on *cur*'s connection (in autocommit mode)."""
+        cur.execute(self.begin_write)
+
+    def tx_select_many(self, n: int) -> str:
+        """:meth:`select_many` with the transaction's point-read locks."""
+        text = self._many.get(("tx_select", n))
+        if text is None:
+            text = self._many["tx_select", n] = self.select_many(n) + self.tx_lock_suffix
+        return text
