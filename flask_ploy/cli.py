@@ -5,7 +5,7 @@
 - ``flask ploy config``: the resolved bindings, passwords masked.
 - ``flask ploy check``: ping every backend, exit 1 if one is down.
 - ``flask ploy state get|set|delete|list|dump|load``: a State binding.
-- ``flask ploy cache get|set|delete``: a Cache binding.
+- ``flask ploy cache get|set|delete``: a Cache binding (not on ``memory://``).
 - ``flask ploy types``: write the typed ``PloyEnv`` module.
 
 An unknown binding, or one of the other kind, is a usage error (exit code
@@ -33,7 +33,7 @@ from flask.cli import AppGroup
 from . import config as _config
 from . import typegen
 from ._dumpfile import PAGE, BadInput, DumpReader, write_dump
-from .cache import Cache
+from .cache import Cache, MemoryBackend
 from .errors import PloyError
 from .state import LIST_MAX, State
 
@@ -111,11 +111,20 @@ def _cache(name: str) -> Cache:
     """A Cache on the backend of binding *name* that raises when the backend fails.
 
     The CLI must not report a miss when the server is down, whatever
-    ``PLOY_CACHE_ON_ERROR`` says.
+    ``PLOY_CACHE_ON_ERROR`` says. A ``memory://`` binding is refused: this
+    command's process would read and write a cache of its own, gone when it
+    exits.
     """
     _check_binding(name, "cache")
     bindings = _app_bindings()
     cache = bindings.caches[name]
+    if isinstance(cache.backend, MemoryBackend):
+        raise click.ClickException(
+            f"{name} uses memory://, a cache in each process's own memory: this command"
+            " would read and write a cache of its own, gone when it exits, never the"
+            " app's. Leave PLOY_CACHE_URL unset for a SQLite file in the instance folder"
+            " that the app's processes and this command share, or use redis://"
+        )
     s = bindings.settings
     return Cache(
         cache.name,
@@ -202,8 +211,10 @@ def check_command() -> None:
     """Ping every backend; exit 1 if one is down.
 
     Shows the latency of each backend, and the error of each one down;
-    then any PLOY_* setting or environment variable that has no effect (a
-    warning: the exit code is for the backends only).
+    then the cache bindings on memory:// (a cache per process, which
+    gunicorn workers and this CLI do not share) and any PLOY_* setting or
+    environment variable that has no effect (warnings: the exit code is for
+    the backends only).
 
     The latency is the median of three round trips (PING or SELECT 1) after
     the first, which also opens the connection.
@@ -231,6 +242,13 @@ def check_command() -> None:
             status, detail = "ok", f"{median:.2f} ms (connect {connect * 1000:.1f} ms)"
         rows.append((target.kind, target.display_url, ", ".join(target.bindings), status, detail))
     _echo_table(("Kind", "Backend", "Bindings", "Status", "Latency or error"), rows)
+    from .extension import per_process_warnings
+
+    per_process = per_process_warnings(app_bindings)
+    if per_process:
+        click.echo("\nPer-process caches:")
+        for warning in per_process:
+            click.echo(f"- {warning}")
     _echo_settings_warnings(current_app.config)
     if down:
         raise click.ClickException(f"{down} of {len(targets)} backends are down")

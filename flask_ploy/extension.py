@@ -17,15 +17,16 @@ from flask.signals import appcontext_pushed
 
 from . import config as _config
 from .app_bindings import AppBindings, build
+from .cache import MemoryBackend
 from .env import Env
 from .state import StateStore
 
 log = logging.getLogger("flask_ploy")
 
 #: What :meth:`FlaskPloy.isolated` replaces unless told otherwise: every URL,
-#: pool and client option, so no configured backend is reached.
+#: pool and client option, so no configured backend is reached. (The cache
+#: and State URLs name files in the block's temporary folder.)
 ISOLATED: dict[str, Any] = {
-    "PLOY_CACHE_URL": "memory://",
     "PLOY_CACHE_RESOURCES": {},
     "PLOY_CACHE_OPTIONS": {},
     "PLOY_STATE_RESOURCES": {},
@@ -66,7 +67,9 @@ class FlaskPloy:
         adds the ``flask ploy`` commands. Logs a warning (logger
         ``flask_ploy``) for each ``PLOY_*`` key of ``app.config`` and each
         ``PLOY_*`` or ``FLASK_PLOY_*`` environment variable that has no
-        effect (:func:`flask_ploy.config.settings_warnings`).
+        effect (:func:`flask_ploy.config.settings_warnings`), and, unless
+        the app is in debug or testing mode, once for the cache bindings on
+        ``memory://`` (each process would have a cache of its own).
 
         :raises PloyConfigError: ``ploy.yaml`` or a ``PLOY_*`` setting is invalid.
         :raises RuntimeError: A FlaskPloy is already registered on *app*.
@@ -80,7 +83,10 @@ class FlaskPloy:
             app.config.setdefault(key, default.copy() if isinstance(default, dict) else default)
         for warning in _config.settings_warnings(app.config, os.environ):
             log.warning("flask-ploy: %s", warning)
-        self._apps[app] = self.build(app)
+        self._apps[app] = bindings = self.build(app)
+        if not (app.debug or app.testing):
+            for warning in per_process_warnings(bindings):
+                log.warning("flask-ploy: %s", warning)
         app.extensions["ploy"] = self
         appcontext_pushed.connect(self._push_env, app)
         app.teardown_appcontext(_teardown)
@@ -147,9 +153,11 @@ class FlaskPloy:
     def isolated(self, app: App, **overrides: Any) -> Iterator[Env]:
         """Give *app* temporary, empty bindings inside the ``with`` block.
 
-        Every cache resource shares one new ``memory://`` store and every
-        State resource one new SQLite file in a temporary folder, whatever
-        the app configures (``db=`` and ``cache_client=`` too); the other
+        Every cache resource shares one new SQLite cache file and every
+        State resource one new SQLite database, in a temporary folder,
+        whatever the app configures (``db=`` and ``cache_client=`` too), so
+        a process forked in the block (pytest-flask's ``live_server``) sees
+        the same data; both files skip ``fsync``. The other
         ``PLOY_*`` settings stay. *overrides* (``PLOY_*`` keys) replace
         either, e.g. ``PLOY_STATE_URL="postgresql+psycopg:///test"``. App
         contexts pushed in the block, and one active when it starts, see
@@ -166,6 +174,7 @@ class FlaskPloy:
                 app,
                 **{
                     **ISOLATED,
+                    "PLOY_CACHE_URL": f"sqlite:///{folder}/cache.sqlite3?synchronous=off",
                     "PLOY_STATE_URL": f"sqlite:///{folder}/state.sqlite3",
                     **overrides,
                 },
@@ -197,6 +206,24 @@ class FlaskPloy:
         bindings = self._apps.get(sender)
         if bindings is not None:
             _set_env(Env(bindings))
+
+
+def per_process_warnings(bindings: AppBindings) -> list[str]:
+    """One line per ``memory://`` backend of *bindings*: a cache each process
+    keeps to itself, so gunicorn workers, the reloader and ``flask ploy
+    cache`` each see a different one (logged by :meth:`FlaskPloy.init_app`,
+    listed by ``flask ploy check``)."""
+    lines = []
+    for backend in bindings.cache_backends():
+        if isinstance(backend, MemoryBackend):
+            names = ", ".join(n for n, c in bindings.caches.items() if c.backend is backend)
+            lines.append(
+                f"{names} use {backend.display_url}, a cache in each process's own memory:"
+                " gunicorn workers, the reloader and 'flask ploy cache' each see a different"
+                " one. Leave PLOY_CACHE_URL unset for a SQLite file in the instance folder,"
+                " shared by the app's processes on this machine, or use redis://"
+            )
+    return lines
 
 
 def _set_env(env: Env) -> None:

@@ -26,7 +26,7 @@ from flask import Flask, g
 from flask_ploy._dumpfile import CHUNK, BadInput
 from flask_ploy.cli import ploy_cli
 
-from .conftest import AppFactory
+from .conftest import AppFactory, _cache_url
 
 
 def run(app: Flask, *args: str, input: bytes | str | None = None) -> Result:
@@ -137,7 +137,7 @@ def test_check_reports_latency(make_app: AppFactory) -> None:
     assert result.exit_code == 0, result.output
     rows = [line.split() for line in result.output.splitlines()[2:]]
     assert [(r[0], r[1], r[-6]) for r in rows] == [
-        ("cache", "memory://", "ok"),
+        ("cache", f"sqlite:///{app.instance_path}/ploy-cache.sqlite3", "ok"),
         ("state", f"sqlite:///{app.instance_path}/ploy-state.sqlite3", "ok"),
     ]
     assert "CACHE, SESSION_CACHE, ALIAS_CACHE" in result.output
@@ -154,7 +154,7 @@ def test_check_fails_when_a_backend_is_down(make_app: AppFactory) -> None:
     out = result.output
     assert re.search(r"redis://:\*\*\*@127\.0\.0\.1:1/0 +SESSION_CACHE +DOWN +ConnectionError", out)
     assert re.search(r"USER_STATE +DOWN +StateUnavailable: ", out)
-    assert "memory://" in out
+    assert "ploy-cache.sqlite3" in out
     assert "Error: 2 of 4 backends are down" in out
     assert "pw@" not in out
 
@@ -171,7 +171,7 @@ def test_check_and_config_list_settings_with_no_effect(
         result = run(app, command)
         assert result.exit_code == 0, result.output  # a warning, not a failure
         report, _, listed = result.output.partition("\nSettings with no effect:\n")
-        assert "memory://" in report
+        assert "ploy-cache.sqlite3" in report
         assert listed.splitlines() == [
             "- app.config['PLOY_CACHE_URI'] is not a flask-ploy setting and has no effect;"
             " did you mean PLOY_CACHE_URL?",
@@ -258,8 +258,14 @@ def test_state_get_set_delete_list(make_app: AppFactory) -> None:
 # -- cache ---------------------------------------------------------------------------
 
 
-def test_cache_get_set_delete(make_app: AppFactory, seed_cache_url: str) -> None:
-    app = make_app(PLOY_CACHE_URL=seed_cache_url, PLOY_CACHE_KEY_PREFIX=f"cli{os.getpid()}")
+@pytest.fixture(params=["sqlite", "redis"])
+def cli_cache_url(request: pytest.FixtureRequest) -> str:
+    """The caches a command in another process can reach: a file, and Redis."""
+    return _cache_url(request.param, request)
+
+
+def test_cache_get_set_delete(make_app: AppFactory, cli_cache_url: str) -> None:
+    app = make_app(PLOY_CACHE_URL=cli_cache_url, PLOY_CACHE_KEY_PREFIX=f"cli{os.getpid()}")
     try:
         assert run(app, "cache", "set", "CACHE", "greeting", "héllo").exit_code == 0
         assert run(app, "cache", "set", "SESSION_CACHE", "s", "v", "--ttl", "60").exit_code == 0
@@ -279,6 +285,29 @@ def test_cache_get_set_delete(make_app: AppFactory, seed_cache_url: str) -> None
         with app.app_context():
             g.env.CACHE.clear()
             g.env.SESSION_CACHE.clear()
+
+
+def test_cache_verbs_refuse_memory_and_check_flags_it(make_app: AppFactory) -> None:
+    """Issue 13: ``flask ploy cache set`` on memory:// wrote into its own
+    short-lived process and exited 0; ``get`` then found nothing."""
+    app = make_app(PLOY_CACHE_RESOURCES={"sessions": "memory://"})
+    for args in (("set", "SESSION_CACHE", "k", "v"), ("get", "SESSION_CACHE", "k"),
+                 ("delete", "SESSION_CACHE", "k")):  # fmt: skip
+        result = run(app, "cache", *args)
+        assert result.exit_code == 1, result.output
+        assert "Error: SESSION_CACHE uses memory://, a cache in each process's own memory" in (
+            result.output
+        )
+    assert run(app, "cache", "set", "CACHE", "k", "v").exit_code == 0  # the default file
+    checked = run(app, "check")
+    assert checked.exit_code == 0, checked.output  # a warning, not a failure
+    _, _, flagged = checked.output.partition("\nPer-process caches:\n")
+    assert flagged.startswith(
+        "- SESSION_CACHE use memory://, a cache in each process's own memory: gunicorn"
+        " workers, the reloader and 'flask ploy cache' each see a different one."
+    ), checked.output
+    assert "CACHE" not in flagged.split(" use ")[0].replace("SESSION_CACHE", "")
+    assert "Per-process caches" not in run(make_app(), "check").output
 
 
 def test_cache_get_reports_a_down_server_not_a_miss(make_app: AppFactory) -> None:
@@ -672,7 +701,7 @@ def test_the_environment_as_a_user_sets_it(tmp_path: Path) -> None:
 
     wrong = flask(tmp_path, "config", env_extra={"PLOY_CACHE_URL": url})
     assert wrong.returncode == 0
-    assert b"memory://" in wrong.stdout
+    assert b"ploy-cache.sqlite3" in wrong.stdout  # the default, not the variable
     assert b"Name it FLASK_PLOY_CACHE_URL and call app.config.from_prefixed_env()" in wrong.stdout
     assert b"Name it FLASK_PLOY_CACHE_URL" in wrong.stderr  # init_app's warning, once
     assert wrong.stderr.count(b"PLOY_CACHE_URL has no effect") == 1

@@ -565,7 +565,9 @@ def test_defaults_and_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
         assert example_app.ploy.state_store("STATE", app).display_url == (
             f"sqlite:///{ROOT / 'example_app' / 'instance' / 'ploy-state.sqlite3'}"
         )
-        assert list(example_app.ploy.cache_stats(app)) == ["memory://"]
+        assert list(example_app.ploy.cache_stats(app)) == [
+            f"sqlite:///{ROOT / 'example_app' / 'instance' / 'ploy-cache.sqlite3'}"
+        ]
         assert [b.name for b in example_app.ploy.bindings(app).bindings] == [
             "CACHE",
             "SESSION_CACHE",

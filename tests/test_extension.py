@@ -197,17 +197,34 @@ def test_one_context_across_requests_keeps_one_connection(make_app: Any, tmp_pat
 
 
 def test_memory_cache_warns_once_outside_debug_and_testing(tmp_path: Path, caplog: Any) -> None:
+    """Issue 13: a per-process cache outside debug and testing is a WARNING,
+    once per app (it was an INFO line nobody saw); the default, a SQLite file
+    the processes share, says nothing."""
     caplog.set_level(logging.INFO, logger="flask_ploy")
-    app = Flask("prod", root_path=str(tmp_path), instance_path=str(tmp_path / "i"))
-    app.config["PLOY_BINDINGS"] = BINDINGS
-    FlaskPloy(app)
-    lines = [r.getMessage() for r in caplog.records if "per process" in r.getMessage()]
-    assert len(lines) == 1
-    caplog.clear()
-    test_app = Flask("t", root_path=str(tmp_path), instance_path=str(tmp_path / "j"))
-    test_app.config.update(TESTING=True, PLOY_BINDINGS=BINDINGS)
-    FlaskPloy(test_app)
-    assert not [r for r in caplog.records if "per process" in r.getMessage()]
+
+    def messages(**config: Any) -> list[tuple[int, str]]:
+        caplog.clear()
+        app = Flask("prod", root_path=str(tmp_path), instance_path=str(tmp_path / "i"))
+        app.config.update(PLOY_BINDINGS=BINDINGS, **config)
+        FlaskPloy(app).app_bindings(app).close()
+        return [(r.levelno, r.getMessage()) for r in caplog.records if "memory" in r.getMessage()]
+
+    found = messages(PLOY_CACHE_URL="memory://")
+    assert found == [
+        (
+            logging.WARNING,
+            "flask-ploy: CACHE, SESSION_CACHE, ALIAS_CACHE use memory://, a cache in each"
+            " process's own memory: gunicorn workers, the reloader and 'flask ploy cache'"
+            " each see a different one. Leave PLOY_CACHE_URL unset for a SQLite file in the"
+            " instance folder, shared by the app's processes on this machine, or use redis://",
+        )
+    ]
+    assert [m for _, m in messages(PLOY_CACHE_RESOURCES={"sessions": "memory://"})] == [
+        found[0][1].replace("CACHE, SESSION_CACHE, ALIAS_CACHE", "SESSION_CACHE")
+    ]
+    assert messages() == []  # the SQLite default
+    assert messages(PLOY_CACHE_URL="memory://", TESTING=True) == []
+    assert messages(PLOY_CACHE_URL="memory://", DEBUG=True) == []
 
 
 def test_cache_client_is_shared(make_app: Any) -> None:

@@ -32,8 +32,9 @@ LOG_INTERVAL = 10.0
 
 #: What an exception means (:meth:`CacheBackend.classify`): ``"down"`` the
 #: server is unreachable or timed out (opens the breaker); ``"error"`` it
-#: answered with an error; ``"busy"`` no free connection in the local pool
-#: (not the server's fault: neither a failure nor a reason to open the breaker).
+#: answered with an error; ``"busy"`` no free connection in the local pool,
+#: or a SQLite file locked by another connection past the wait (not the
+#: server's fault: neither a failure nor a reason to open the breaker).
 Fault = Literal["down", "error", "busy"]
 
 #: :meth:`Breaker.admit` results.
@@ -115,7 +116,8 @@ class Breaker:
         self.failures = 0
         #: Operations not tried because the breaker was open.
         self.skipped = 0
-        #: Operations that found no free connection in the local pool in time.
+        #: Operations that found no free pooled connection (or, on SQLite, the
+        #: file's write lock) in time.
         self.busy = 0
         self._probe = threading.Lock()
         self._next_log = 0.0
@@ -170,8 +172,8 @@ class Breaker:
         now = time.monotonic()
         if fault == "busy":
             self.busy += 1
-            reason = f"cache backend {self.name}: no free connection for {op}: {exc}"
-            after = " (the pool is full; not counted as a failure of the server)"
+            reason = f"cache backend {self.name} was busy for {op}: {exc}"
+            after = " (a full pool or a held lock: not counted as a failure of the server)"
         else:
             self.failures += 1
             if fault == "down" and self.cooldown > 0:
@@ -299,7 +301,7 @@ class CacheBackend:
 
     @property
     def busy(self) -> int:
-        """Operations that found no free pooled connection in time."""
+        """Operations that found no free pooled connection (or lock) in time."""
         return sum(b.busy for b in self.breakers())
 
     def classify(self, exc: BaseException) -> Fault:
@@ -382,9 +384,9 @@ def make_backend(
 
     Opens no connection: the first operation does.
 
-    :param max_entries: ``memory://`` only: the most entries kept.
-    :param max_bytes: ``memory://`` only: the most bytes kept (default: the
-        backend's own, 64 MiB).
+    :param max_entries: ``memory://`` and ``sqlite:`` only: the most entries kept.
+    :param max_bytes: ``memory://`` and ``sqlite:`` only: the most bytes kept
+        (default: the backend's own, 64 MiB).
     :raises PloyConfigError: The scheme is unknown or the URL is malformed.
     """
     if not isinstance(url, str):
