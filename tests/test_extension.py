@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,33 @@ def test_memory_cache_warns_once_outside_debug_and_testing(tmp_path: Path, caplo
     assert messages() == []  # the SQLite default
     assert messages(PLOY_CACHE_URL="memory://", TESTING=True) == []
     assert messages(PLOY_CACHE_URL="memory://", DEBUG=True) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_isolated_cache_is_shared_with_a_forked_server(make_app: Any) -> None:
+    """isolated() puts the cache in a temporary SQLite file: a process forked
+    in the block (pytest-flask's live_server) reads what the test seeded, and
+    the test reads what the server wrote (memory:// kept them apart)."""
+    app = make_app(PLOY_CACHE_URL="redis://127.0.0.1:1/0")  # configured, and unreachable
+    ext: FlaskPloy = app.extensions["ploy"]
+    with ext.isolated(app) as env:
+        assert env.CACHE.backend.display_url.endswith("/cache.sqlite3?synchronous=off")
+        env.CACHE.set("seeded", "by the test")
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the forked server
+            code = 1
+            try:
+                with app.app_context():
+                    seen = g.env.CACHE.get("seeded")
+                    g.env.CACHE.set("served", "by the server")
+                    code = 0 if seen == "by the test" else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert env.CACHE.get("served") == "by the server"
+    with app.app_context():
+        assert g.env.CACHE.backend.display_url == "redis://127.0.0.1:1/0"
 
 
 def test_cache_client_is_shared(make_app: Any) -> None:

@@ -239,9 +239,10 @@ class SQLiteBackend(CacheBackend):
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
         try:
+            # synchronous first: with OFF, switching a new file to WAL skips its fsync.
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
             if not self._ready:
                 with _transaction(conn):
