@@ -236,6 +236,11 @@ def cache_group(cfg: dict[str, Any]) -> dict[str, Any]:
             keys = list(raw.scan_iter(match=pattern, count=1000))
             for i in range(0, len(keys), 1000):
                 raw.delete(*keys[i : i + 1000])
+    from .embedded import embedded_group
+
+    # The SQLite cache beside memory:// and Redis, against raw sqlite3.
+    plan = _plan(cfg)
+    out["embedded"] = embedded_group(cfg, plan, lambda src, seed: _sampler(src, plan.ops, seed))
     return out
 
 
@@ -924,8 +929,8 @@ def http_app_group(cfg: dict[str, Any]) -> dict[str, Any]:
         g.env.STATE.set("greeting", "hello world")
         g.env.CACHE.set("greeting", "hello")
     clients = {"flask-ploy": ploy_app.app.test_client(), "hand-written": hand_app.app.test_client()}
-    routes = [("cache get", "GET", "/cache/get"), ("state get", "GET", "/state/get"),
-              ("state set", "POST", "/state/set")]  # fmt: skip
+    routes = [("cache get", "GET", "/cache/get"), ("cache set", "POST", "/cache/set"),
+              ("state get", "GET", "/state/get"), ("state set", "POST", "/state/set")]  # fmt: skip
 
     def request(client: Any, url: str, method: str) -> Run:
         def run(ks: Sequence[Any]) -> None:

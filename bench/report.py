@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 PLOY = "flask-ploy (binding)"
+SQLITE_APP = "flask-ploy, SQLite cache"  # bench.http_bench.SQLITE_APP
 ENV = "flask-ploy (g.env)"
 GROUP_TITLES = {
     "cache": "Cache on Redis",
@@ -105,6 +106,9 @@ def http_table(http: dict[str, Any]) -> Table:
     inproc = http.get("in_process", {})
     header = ["route", "flask-ploy req/s", "hand-written req/s", "ratio",
               "flask-ploy p50 ms", "hand-written p50 ms"]  # fmt: skip
+    lite = any(SQLITE_APP in e for e in http["routes"].values())
+    if lite:
+        header += ["flask-ploy, SQLite cache req/s (x Redis)"]
     if inproc:
         header += ["in process: flask-ploy µs", "hand-written µs", "ratio"]
     rows = []
@@ -117,6 +121,9 @@ def http_table(http: dict[str, Any]) -> Table:
             f"{e['flask-ploy']['p50_ms']:.2f}",
             f"{e['hand-written']['p50_ms']:.2f}",
         ]
+        if lite:
+            row += [f"{e[SQLITE_APP]['rps']:,.0f} ({ratio(e['sqlite_vs_redis'])})"
+                    if SQLITE_APP in e else ""]  # fmt: skip
         if inproc:
             r = inproc[route]["results"]
             row += [us(r["flask-ploy"]["median_ns"]), us(r["hand-written"]["median_ns"]),
@@ -278,6 +285,9 @@ def targets(results: dict[str, Any]) -> Table:
             v = pr("cache", op, name)
             add(f"cache {op} <= 1.05x redis-py, {name[12:-1]}", v, lambda x: x <= 1.05,
                 ratio(v))  # fmt: skip
+    for name in ("flask-ploy sqlite: (binding)", "flask-ploy sqlite: (g.env)"):
+        v = _get(groups, "cache", "embedded", "get", "results", name, "paired_ratio")
+        add(f"cache get on SQLite <= 2x sqlite3, {name[20:-1]}", v, lambda x: x <= 2, ratio(v))
     for group in ("state_sqlite", "state_postgres"):
         raw = RAW[group]
         for op in ("get", "set"):
@@ -301,6 +311,9 @@ def targets(results: dict[str, Any]) -> Table:
         for route, e in http["routes"].items():
             v = e["paired_ratio"]
             add(f"HTTP {route} >= 0.95x hand-written", v, lambda x: x >= 0.95, ratio(v))
+        for route, e in http["routes"].items():
+            v = e.get("sqlite_vs_redis")
+            add(f"HTTP {route}, SQLite cache >= Redis", v, lambda x: x >= 1, ratio(v))
     growth = groups.get("growth")
     if growth:
         sizes = results["settings"]["sizes"]
@@ -402,6 +415,11 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, str, Table]]:
             out.append((f"ops_{g}", f"{title}: median µs per operation", ops_table(groups[g])))
     if "cache" in groups and "get_many" in groups["cache"]:
         out.append(("get_many", "Cache get_many: µs per call", many_table(groups["cache"])))
+    if "cache" in groups and "embedded" in groups["cache"]:
+        out.append(("ops_cache_embedded",
+                    "Cache on SQLite (the default) beside memory:// and Redis: median µs"
+                    " per operation (x raw sqlite3 on the same file)",
+                    ops_table(groups["cache"]["embedded"])))  # fmt: skip
     if "http" in groups:
         out.append(("http", "HTTP: gunicorn, 2 workers, wrk", http_table(groups["http"])))
     if "growth" in groups:
