@@ -161,6 +161,7 @@ def _build_caches(into: AppBindings, instance_path: str, client: Any) -> None:
             max_key_bytes=s.max_key_bytes,
             max_value_bytes=s.max_value_bytes,
             on_error=s.cache_on_error,
+            default_ttl=s.cache_default_ttl,
         )
 
 

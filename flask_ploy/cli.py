@@ -5,7 +5,8 @@
 - ``flask ploy config``: the resolved bindings, passwords masked.
 - ``flask ploy check``: ping every backend, exit 1 if one is down.
 - ``flask ploy state get|set|delete|list|dump|load``: a State binding.
-- ``flask ploy cache get|set|delete``: a Cache binding (not on ``memory://``).
+- ``flask ploy cache get|set|delete|ttl|incr|count|clear``: a Cache binding
+  (not on ``memory://``).
 - ``flask ploy types``: write the typed ``PloyEnv`` module.
 
 An unknown binding, or one of the other kind, is a usage error (exit code
@@ -134,6 +135,7 @@ def _cache(name: str) -> Cache:
         max_key_bytes=s.max_key_bytes,
         max_value_bytes=s.max_value_bytes,
         on_error="raise",
+        default_ttl=s.cache_default_ttl,
     )
 
 
@@ -498,7 +500,11 @@ def state_load(binding: str, file: str, replace: bool, dry_run: bool) -> None:
 
 @ploy_cli.group("cache")
 def cache_group() -> None:
-    """Read and write a Cache binding."""
+    """Read, write, count and clear a Cache binding.
+
+    Not on memory://: a command has a process, and so a memory:// cache, of
+    its own.
+    """
 
 
 @cache_group.command("get")
@@ -535,3 +541,59 @@ def cache_delete(binding: str, key: str) -> None:
     with _reporting(), _bad_argument("'KEY'"):
         deleted = cache.delete(key)
     click.echo(f"Deleted {key!r}." if deleted else f"{binding} had no key {key!r}.")
+
+
+@cache_group.command("ttl")
+@click.argument("binding")
+@click.argument("key")
+def cache_ttl(binding: str, key: str) -> None:
+    """Print the seconds until KEY expires, or 'no expiry'; exit 1 if it is missing."""
+    cache = _cache(binding)
+    with _reporting(), _bad_argument("'KEY'"):
+        left = cache.ttl(key)
+    if left == 0:
+        raise click.ClickException(f"{binding} has no key {key!r} (or it expired)")
+    click.echo("no expiry" if left is None else str(left))
+
+
+@cache_group.command("incr")
+@click.argument("binding")
+@click.argument("key")
+@click.option("--amount", type=int, default=1, show_default=True, help="What to add (may be < 0).")
+@click.option(
+    "--ttl", type=int, default=None, help="Seconds to live, if this creates the key (>= 1)."
+)
+def cache_incr(binding: str, key: str, amount: int, ttl: int | None) -> None:
+    """Add --amount to the integer at KEY atomically (a missing key counts from 0); print it."""
+    cache = _cache(binding)
+    with _reporting(), _bad_argument("'KEY', '--amount' or '--ttl'"):
+        click.echo(cache.incr(key, amount, ttl=ttl))
+
+
+@cache_group.command("count")
+@click.argument("binding")
+def cache_count(binding: str) -> None:
+    """Print the number of unexpired keys of BINDING's resource (scans Redis)."""
+    cache = _cache(binding)
+    with _reporting():
+        click.echo(cache.count())
+
+
+@cache_group.command("clear")
+@click.argument("binding")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def cache_clear(binding: str, yes: bool) -> None:
+    """Delete every key of BINDING's resource (other bindings on it too)."""
+    cache = _cache(binding)
+    if not yes:
+        click.confirm(
+            f"Delete every key of {binding} (resource {cache.resource!r}, on"
+            f" {cache.backend.display_url})?",
+            abort=True,
+        )
+    with _reporting():
+        try:
+            n = cache.clear()
+        except cache.backend.errors as exc:
+            raise click.ClickException(f"{binding}: {type(exc).__name__}: {exc}") from None
+    click.echo(f"Deleted {_keys(n)} of {binding} (resource {cache.resource!r}).")

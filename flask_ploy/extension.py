@@ -7,7 +7,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -18,6 +19,9 @@ from flask.signals import appcontext_pushed
 from . import config as _config
 from .app_bindings import AppBindings, build
 from .cache import MemoryBackend
+from .cache.cached import CachedFunction, P
+from .cache.cached import cached as _cached
+from .cache.flight import BETA, LOCK_TIMEOUT
 from .env import Env
 from .state import StateStore
 
@@ -144,6 +148,39 @@ class FlaskPloy:
             b.display_url: {"failures": b.failures, "skipped": b.skipped, "busy": b.busy}
             for b in self.app_bindings(app).cache_backends()
         }
+
+    def cached(
+        self,
+        binding: str,
+        ttl: int | timedelta | None = None,
+        *,
+        lock_timeout: float = LOCK_TIMEOUT,
+        beta: float = BETA,
+    ) -> Callable[[Callable[P, str]], CachedFunction[P]]:
+        """Keep a function's results in the cache binding *binding*.
+
+        .. code-block:: python
+
+            @ploy.cached("CACHE", ttl=600)
+            def report(report_id: int) -> str:
+                return json.dumps(compute_report(report_id))
+
+        A call returns the cached result for its arguments, or computes it
+        with :meth:`Cache.get_or_set <flask_ploy.Cache.get_or_set>` (one
+        computation at a time across processes, early recomputation; *ttl*,
+        *lock_timeout* and *beta* are its). The key is the function's module
+        and qualified name with its arguments as JSON, bound to its
+        parameters (``report(1)`` and ``report(report_id=1)`` are one key):
+        the same in every process, never pickled. Arguments must be
+        ``str``, ``int``, ``float``, ``bool``, ``None`` or tuples of them;
+        others raise :class:`TypeError`. The function must return a ``str``.
+
+        The decorated function has ``uncached(...)`` (call it without the
+        cache), ``invalidate(...)`` (delete the result for these arguments)
+        and ``key(...)``. Calls need an app context: the binding is
+        ``g.env.<binding>`` of the current app.
+        """
+        return _cached(binding, ttl, lock_timeout=lock_timeout, beta=beta)
 
     def state_store(self, binding: str, app: App | None = None) -> StateStore:
         """The :class:`~flask_ploy.state.StateStore` behind a State binding."""

@@ -287,12 +287,57 @@ def test_cache_get_set_delete(make_app: AppFactory, cli_cache_url: str) -> None:
             g.env.SESSION_CACHE.clear()
 
 
+def test_cache_ttl_incr_count_clear(make_app: AppFactory, cli_cache_url: str) -> None:
+    app = make_app(PLOY_CACHE_URL=cli_cache_url, PLOY_CACHE_KEY_PREFIX=f"cli2{os.getpid()}")
+    try:
+        assert run(app, "cache", "set", "CACHE", "k", "v", "--ttl", "100").exit_code == 0
+        assert run(app, "cache", "set", "CACHE", "forever", "v").exit_code == 0
+        assert run(app, "cache", "ttl", "CACHE", "k").stdout == "100\n"
+        assert run(app, "cache", "ttl", "CACHE", "forever").stdout == "no expiry\n"
+        missing = run(app, "cache", "ttl", "CACHE", "missing")
+        assert missing.exit_code == 1 and "CACHE has no key 'missing'" in missing.output
+        assert run(app, "cache", "incr", "CACHE", "n").stdout == "1\n"
+        assert run(app, "cache", "incr", "CACHE", "n", "--amount", "-5").stdout == "-4\n"
+        assert run(app, "cache", "incr", "CACHE", "w", "--ttl", "30").stdout == "1\n"
+        assert run(app, "cache", "ttl", "ALIAS_CACHE", "w").stdout == "30\n"
+        not_int = run(app, "cache", "incr", "CACHE", "k")
+        assert not_int.exit_code == 2 and "not an integer" in not_int.output
+        assert run(app, "cache", "set", "SESSION_CACHE", "s", "v").exit_code == 0
+        assert run(app, "cache", "count", "CACHE").stdout == "4\n"
+        declined = run(app, "cache", "clear", "CACHE", input="n\n")
+        assert declined.exit_code == 1 and "Aborted" in declined.output
+        assert run(app, "cache", "count", "CACHE").stdout == "4\n"
+        cleared = run(app, "cache", "clear", "CACHE", input="y\n")
+        assert cleared.exit_code == 0, cleared.output
+        assert "Delete every key of CACHE (resource 'default', on " in cleared.output
+        assert cleared.output.endswith("Deleted 4 keys of CACHE (resource 'default').\n")
+        assert run(app, "cache", "count", "CACHE").stdout == "0\n"
+        assert run(app, "cache", "clear", "SESSION_CACHE", "--yes").stdout == (
+            "Deleted 1 key of SESSION_CACHE (resource 'sessions').\n"
+        )
+    finally:
+        with app.app_context():
+            g.env.CACHE.clear()
+            g.env.SESSION_CACHE.clear()
+
+
+def test_cache_count_and_clear_report_a_down_server(make_app: AppFactory) -> None:
+    app = make_app(PLOY_CACHE_URL="redis://127.0.0.1:1/0")
+    for args in (("count", "CACHE"), ("clear", "CACHE", "--yes"), ("incr", "CACHE", "n"),
+                 ("ttl", "CACHE", "k")):  # fmt: skip
+        result = run(app, "cache", *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "Error:" in result.output and "Traceback" not in result.output
+
+
 def test_cache_verbs_refuse_memory_and_check_flags_it(make_app: AppFactory) -> None:
     """Issue 13: ``flask ploy cache set`` on memory:// wrote into its own
     short-lived process and exited 0; ``get`` then found nothing."""
     app = make_app(PLOY_CACHE_RESOURCES={"sessions": "memory://"})
     for args in (("set", "SESSION_CACHE", "k", "v"), ("get", "SESSION_CACHE", "k"),
-                 ("delete", "SESSION_CACHE", "k")):  # fmt: skip
+                 ("delete", "SESSION_CACHE", "k"), ("ttl", "SESSION_CACHE", "k"),
+                 ("incr", "SESSION_CACHE", "k"), ("count", "SESSION_CACHE"),
+                 ("clear", "SESSION_CACHE", "--yes")):  # fmt: skip
         result = run(app, "cache", *args)
         assert result.exit_code == 1, result.output
         assert "Error: SESSION_CACHE uses memory://, a cache in each process's own memory" in (

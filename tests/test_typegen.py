@@ -132,6 +132,11 @@ def view() -> dict[str, str | int | None]:
     page = e.STATE.list("user:", limit=10)
     for key, value in e.STATE.items("user:"):
         print(key.upper(), value.upper())
+    report: str = e.CACHE.get_or_set("report", lambda: "{}", ttl=600, lock_timeout=5.0)
+    left: int | None = e.CACHE.ttl("report")
+    gone: int = e.CACHE.delete_many(["a", "b"]) + e.CACHE.count()
+    if "report" in e.CACHE and e.CACHE.has("report") and e.CACHE.touch("report", 60):
+        print(report, left, gone)
     return {"name": name, "hits": hits, "first": page.keys[0] if page.keys else None}
 """
 
@@ -148,6 +153,7 @@ def view() -> int:
     n: int = e.STATE.get("count")
     e.CACHE = e.SESSION_CACHE
     e.CACHE.set("k", "v", ttl="60")
+    e.CACHE.get_or_set("k", lambda: 42)
     return e.CACHE.get("k") + 1
 """
 
@@ -201,7 +207,8 @@ def test_mypy_strict_checks_code_using_the_module(tmp_path: Path) -> None:
         ' type "int")',
         11: 'Property "CACHE" defined in "PloyEnv" is read-only',
         12: 'Argument "ttl" to "set" of "CacheBinding" has incompatible type "str"',
-        13: 'Unsupported operand types for + ("None" and "int")',
+        13: 'Argument 2 to "get_or_set" of "CacheBinding" has incompatible type',
+        14: 'Unsupported operand types for + ("None" and "int")',
     }
     assert sorted(by_line) == sorted(expected), stdout
     for line, message in expected.items():

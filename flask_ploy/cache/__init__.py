@@ -11,8 +11,10 @@ prefix nor a resource name may contain ``:``, so no key of one resource or
 app can name another's.
 
 Modules: :mod:`~flask_ploy.cache.base` (interface, registry, breaker),
-``memory``, ``sqlite``, ``redis``, ``redis_sentinel``, ``redis_cluster`` (one
-backend each) and ``binding`` (:class:`Cache`).
+``memory``, ``sqlite`` (with ``sqlite_sql``), ``redis``, ``redis_sentinel``,
+``redis_cluster`` (one backend each), ``policy`` (the failure policy),
+``binding`` (:class:`Cache`), ``flight`` (what ``get_or_set`` stores and
+decides) and ``cached`` (``@ploy.cached``).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from .._urls import redact_url
 from ..errors import CacheUnavailable, PloyConfigError
+from .flight import Flights
 from .pending import PendingDeletes
 
 log = logging.getLogger("flask_ploy.cache")
@@ -257,6 +258,8 @@ class CacheBackend:
         #: bindings then take their careful path (one attribute on the hot path).
         self.degraded = False
         self._degraded_lock = threading.Lock()
+        #: The keys this process's threads are computing (``get_or_set``).
+        self.flights = Flights()
         _backends.add(self)
 
     @classmethod
@@ -277,6 +280,7 @@ class CacheBackend:
         """Replace every lock (called in a forked child)."""
         self._degraded_lock = threading.Lock()
         self.pending.reset_lock()
+        self.flights.reset_lock()
         for breaker in self.breakers():
             breaker.reset_lock()
 
@@ -359,6 +363,37 @@ class CacheBackend:
         raise NotImplementedError
 
     def set_many(self, items: list[tuple[str, str]], ttl: int | None) -> None:
+        raise NotImplementedError
+
+    def delete_many(self, keys: list[str]) -> int:
+        """Delete *keys* (distinct); return how many were present and unexpired."""
+        return sum(self.delete(key) for key in keys)
+
+    def has(self, key: str) -> bool:
+        """Whether *key* is present and unexpired."""
+        return self.get(key) is not None
+
+    def ttl(self, key: str) -> float | None:
+        """Seconds until *key* expires (more than 0); ``None`` if it never
+        does; ``0.0`` if it is missing or expired."""
+        raise NotImplementedError
+
+    def touch(self, key: str, ttl: int | None) -> bool:
+        """Make *key* expire *ttl* seconds from now (``None``: never), keeping
+        its value; return whether it was present and unexpired."""
+        raise NotImplementedError
+
+    def lock(self, key: str, token: str, seconds: float) -> bool:
+        """Store *token* under *key* for *seconds* (a fraction allowed) only
+        if *key* is absent or expired, atomically; return whether stored."""
+        raise NotImplementedError
+
+    def unlock(self, key: str, token: str) -> bool:
+        """Delete *key* only if it holds *token*, atomically; return whether deleted."""
+        raise NotImplementedError
+
+    def count(self, prefix: str) -> int:
+        """The number of unexpired keys starting with *prefix* (tests, CLI)."""
         raise NotImplementedError
 
     def clear(self, prefix: str) -> int:
