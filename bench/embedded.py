@@ -118,13 +118,19 @@ def _redis_ops(client: Any) -> dict[str, Run]:
 
 
 def embedded_group(
-    cfg: dict[str, Any], plan: Plan, sampler: Callable[[list[str], int], Callable[[int], Any]]
+    cfg: dict[str, Any],
+    plan: Plan,
+    full_sampler: Callable[[list[str], int, int], Callable[[int], Any]],
 ) -> dict[str, Any]:
     """get, set and incr: sqlite3 (the baseline), the SQLite cache, memory:// and Redis.
 
-    :param sampler: ``sampler(keys, seed)`` gives ``keys(round)`` for
-        :func:`~bench._harness.interleave`.
+    :param full_sampler: ``full_sampler(keys, n, seed)`` gives ``keys(round)``
+        for :func:`~bench._harness.interleave` (``groups._sampler``).
     """
+
+    def sampler(src: list[str], seed: int) -> Callable[[int], Any]:
+        return full_sampler(src, plan.ops, seed)
+
     import redis
 
     from flask_ploy import FlaskPloy
@@ -148,6 +154,8 @@ def embedded_group(
     rfull = {k: f"{tag}:redis:{k}" for k in names + counters}
     raw_redis = redis.Redis.from_url(url, decode_responses=True)
     out: dict[str, Any] = {"file": "the SQLite cache's own file, WAL, synchronous=NORMAL"}
+    # get_or_set on a hit against get, on the SQLite cache.
+    out["get_or_set"] = get_or_set_group(cfg, plan, full_sampler, "sqlite")
     ctx = app.app_context()
     ctx.push()
     try:
@@ -179,3 +187,80 @@ def embedded_group(
         ctx.pop()
         app.extensions["ploy"].app_bindings(app).close()
     return out
+
+
+def get_or_set_group(
+    cfg: dict[str, Any],
+    plan: Plan,
+    sampler: Callable[[list[str], int, int], Callable[[int], Any]],
+    kind: str,
+) -> dict[str, Any]:
+    """``get_or_set`` on a hit against ``get``, both on the same computed keys.
+
+    The keys hold what ``get_or_set`` stores (the value behind its envelope:
+    a 200 ms computation, an hour to live), so both take the path of a real
+    hit: ``get`` unwraps, ``get_or_set`` also applies the early-recomputation
+    rule (which, an hour from the expiry, never fires).
+
+    :param kind: ``"redis"`` (the Redis of the config) or ``"sqlite"``.
+    """
+    from flask_ploy import FlaskPloy
+    from flask_ploy.cache.flight import wrap
+
+    tag = cfg["tag"] + "gos"
+    app = Flask(f"bench_get_or_set_{kind}", root_path=cfg["tmp"])
+    url = (
+        cfg["redis_url"]
+        if kind == "redis"
+        else "sqlite:///" + os.path.join(cfg["tmp"], "cache-gos.sqlite3")
+    )
+    app.config.update(
+        PLOY_BINDINGS={"cache": {"CACHE": "default"}},
+        PLOY_CACHE_URL=url,
+        PLOY_CACHE_KEY_PREFIX=tag,
+        PLOY_CACHE_MAX_ENTRIES=4 * cfg["dataset"],
+    )
+    FlaskPloy(app)
+    names = [f"k{i:07d}" for i in range(cfg["dataset"])]
+    computed = wrap(VALUE, 0.2, 3600, time.time())
+    ctx = app.app_context()
+    ctx.push()
+    try:
+        cache = g.env.CACHE
+        cache.backend.set_many([(f"{tag}:default:{k}", computed) for k in names], 3600)
+        assert cache.get(names[0]) == VALUE
+
+        def compute() -> str:
+            raise AssertionError("a hit never computes")
+
+        def get(ks: Sequence[str]) -> None:
+            for k in ks:
+                cache.get(k)
+
+        def get_or_set(ks: Sequence[str]) -> None:
+            for k in ks:
+                cache.get_or_set(k, compute, 600)
+
+        def env_get_or_set(ks: Sequence[str]) -> None:
+            for k in ks:
+                g.env.CACHE.get_or_set(k, compute, 600)
+
+        samples = interleave(
+            {
+                "flask-ploy get (binding)": get,
+                "flask-ploy get_or_set (binding)": get_or_set,
+                "flask-ploy get_or_set (g.env)": env_get_or_set,
+            },
+            sampler(names, plan.ops, 40),
+            plan,
+        )
+        return {
+            "backend": kind,
+            "baseline": "flask-ploy get (binding)",
+            "ops": plan.ops,
+            "results": summarize(samples, "flask-ploy get (binding)"),
+        }
+    finally:
+        g.env.CACHE.clear()
+        ctx.pop()
+        app.extensions["ploy"].app_bindings(app).close()

@@ -236,11 +236,13 @@ def cache_group(cfg: dict[str, Any]) -> dict[str, Any]:
             keys = list(raw.scan_iter(match=pattern, count=1000))
             for i in range(0, len(keys), 1000):
                 raw.delete(*keys[i : i + 1000])
-    from .embedded import embedded_group
+    from .embedded import embedded_group, get_or_set_group
+
+    # get_or_set on a hit against get, on the same computed keys.
+    out["get_or_set"] = get_or_set_group(cfg, _plan(cfg), _sampler, "redis")
 
     # The SQLite cache beside memory:// and Redis, against raw sqlite3.
-    plan = _plan(cfg)
-    out["embedded"] = embedded_group(cfg, plan, lambda src, seed: _sampler(src, plan.ops, seed))
+    out["embedded"] = embedded_group(cfg, _plan(cfg), _sampler)
     return out
 
 

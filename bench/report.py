@@ -102,6 +102,18 @@ def many_table(group: dict[str, Any]) -> Table:
     return header, rows
 
 
+def get_or_set_table(cache: dict[str, Any]) -> Table:
+    """get_or_set's hits against get's, on Redis and on the SQLite cache."""
+    rows = []
+    for where, m in (("Redis", cache.get("get_or_set")),
+                     ("SQLite", _get(cache, "embedded", "get_or_set"))):  # fmt: skip
+        if not m:
+            continue
+        for name, entry in m["results"].items():
+            rows.append([f"{where}: {name[11:]}", _cell(entry)])
+    return ["contender", "µs per hit (x get)"], rows
+
+
 def http_table(http: dict[str, Any]) -> Table:
     inproc = http.get("in_process", {})
     header = ["route", "flask-ploy req/s", "hand-written req/s", "ratio",
@@ -288,6 +300,20 @@ def targets(results: dict[str, Any]) -> Table:
     for name in ("flask-ploy sqlite: (binding)", "flask-ploy sqlite: (g.env)"):
         v = _get(groups, "cache", "embedded", "get", "results", name, "paired_ratio")
         add(f"cache get on SQLite <= 2x sqlite3, {name[20:-1]}", v, lambda x: x <= 2, ratio(v))
+    for where, path in (("Redis", ("cache", "get_or_set")),
+                        ("SQLite", ("cache", "embedded", "get_or_set"))):  # fmt: skip
+        v = _get(groups, *path, "results", "flask-ploy get_or_set (binding)", "paired_ratio")
+        add(f"get_or_set hit <= 1.05x get, {where}", v, lambda x: x <= 1.05, ratio(v))
+    stampede = groups.get("stampede")
+    if stampede:
+        ploy = stampede["cold"]["ploy"]["computations"]
+        add("stampede: 64 requests at once, one computation", max(ploy), lambda x: x == 1,
+            ", ".join(map(str, ploy)))  # fmt: skip
+        hot = stampede["hot"]["ploy"]
+        add("stampede: no wait on a lock after the first second", hot["waited_after_1s"],
+            lambda x: x == 0, f"{hot['waited_after_1s']} waited")  # fmt: skip
+        add("stampede: about one computation per expiry", hot["per_expiry"],
+            lambda x: x <= 1.5, f"{hot['per_expiry']:.2f} per expiry")  # fmt: skip
     for group in ("state_sqlite", "state_postgres"):
         raw = RAW[group]
         for op in ("get", "set"):
@@ -420,6 +446,15 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, str, Table]]:
                     "Cache on SQLite (the default) beside memory:// and Redis: median µs"
                     " per operation (x raw sqlite3 on the same file)",
                     ops_table(groups["cache"]["embedded"])))  # fmt: skip
+    if "cache" in groups and "get_or_set" in groups["cache"]:
+        out.append(("get_or_set", "Cache.get_or_set on a hit, against get on the same keys",
+                    get_or_set_table(groups["cache"])))  # fmt: skip
+    if "stampede" in groups:
+        from .stampede import table as stampede_table
+
+        s = groups["stampede"]
+        out.append(("stampede", f"One slow report ({s['compute_ms']} ms, ttl {s['ttl']} s) under"
+                    f" load: gunicorn {s['workers']}, Redis", stampede_table(s)))  # fmt: skip
     if "http" in groups:
         out.append(("http", "HTTP: gunicorn, 2 workers, wrk", http_table(groups["http"])))
     if "growth" in groups:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 
 from .._validate import (
+    MAX_TTL,
     check_amount,
     check_key,
     check_keys,
@@ -19,6 +20,7 @@ from .._validate import (
 from .base import CacheBackend
 from .flight import (
     BETA,
+    FAR,
     LOCK_TIMEOUT,
     MARK,
     POLL_FIRST,
@@ -311,7 +313,10 @@ class Cache(Policy):
             check_key(key, self._max_key)
         if not callable(compute):
             raise TypeError(f"compute must be callable, not {type(compute).__name__}")
-        ttl = self._default_ttl if ttl is None else check_ttl(ttl)
+        if ttl is None:
+            ttl = self._default_ttl
+        elif type(ttl) is not int or not 0 < ttl <= MAX_TTL:
+            ttl = check_ttl(ttl)
         if lock_timeout != LOCK_TIMEOUT or beta != BETA:
             lock_timeout, beta = check_flight(lock_timeout, beta)
         full = self._namespace + key
@@ -328,7 +333,13 @@ class Cache(Policy):
             if raw[:1] != MARK:
                 return raw
             value, delta, expires = unwrap(raw)
-            if delta and expires and beta and early(delta, expires, beta):
+            if (
+                delta
+                and expires
+                and beta
+                and expires - time.time() <= FAR * delta * beta  # else early() is False
+                and early(delta, expires, beta)
+            ):
                 fresh = self._refresh(full, raw, compute, ttl, lock_timeout)
                 if fresh is not None:
                     return fresh

@@ -29,6 +29,10 @@ MARK = HEADER[0]
 LOCK_TIMEOUT = 10.0
 BETA = 1.0
 
+#: :func:`early` draws no number while the expiry is this many weighted
+#: computations away: the chance then is below ``e**-30``, about 1e-13.
+FAR = 30.0
+
 #: Seconds between two looks at the value while another caller computes it:
 #: from the first, growing by half each time, up to the last.
 POLL_FIRST = 0.002
@@ -46,18 +50,13 @@ def unwrap(raw: str) -> tuple[str, float, float]:
     """``(value, delta, expires)`` of a stored string: the duration of the
     computation in seconds and its expiry in Unix seconds (``0`` when
     unknown). A string that is not an envelope is its own value."""
-    if not raw.startswith(HEADER):
-        return raw, 0.0, 0.0
-    start = len(HEADER)
-    a = raw.find(":", start)
-    b = raw.find(":", a + 1) if a >= 0 else -1
-    if b < 0:
+    parts = raw.split(":", 4)  # "\x00ploy", "1", delta, expires, value
+    if len(parts) != 5 or parts[0] != "\x00ploy" or parts[1] != "1":
         return raw, 0.0, 0.0
     try:
-        delta, expires = int(raw[start:a]), int(raw[a + 1 : b])
+        return parts[4], int(parts[2]) / 1000, int(parts[3]) / 1000
     except ValueError:
         return raw, 0.0, 0.0
-    return raw[b + 1 :], delta / 1000, expires / 1000
 
 
 def early(delta: float, expires: float, beta: float, now: float | None = None) -> bool:
@@ -67,11 +66,16 @@ def early(delta: float, expires: float, beta: float, now: float | None = None) -
 
     The chance rises as the expiry nears, and sooner for a slower
     computation (*delta* seconds); *beta* above 1 favours earlier
-    recomputation, below 1 later, 0 never.
+    recomputation, below 1 later, 0 never. While the expiry is more than
+    :data:`FAR` times ``delta * beta`` away, the chance (below ``e**-FAR``)
+    is taken as 0 without drawing a number.
     """
     if now is None:
         now = time.time()
-    return now - delta * beta * math.log(1.0 - random.random()) >= expires
+    weight = delta * beta
+    if expires - now > FAR * weight:
+        return False
+    return now - weight * math.log(1.0 - random.random()) >= expires
 
 
 def lock_key(namespace: str, key: str) -> str:
