@@ -5,8 +5,8 @@ compute, set; ``/fc/<key>`` Flask-Caching's ``@memoize`` (RedisCache), all on
 the Redis of ``BENCH_REDIS_URL``. The report takes ``STAMPEDE_SECONDS``
 (0.2) and lives ``STAMPEDE_TTL`` seconds (5). Every computation adds one to
 ``<prefix>:computed:<variant>:<key>`` in Redis; a request that neither
-computed and whose lock was refused before it read the key again (it waited
-for another's computation) pushes its time to ``<prefix>:waited:<variant>:<key>``;
+computed after reading a miss (it waited for another's computation) pushes
+its time to ``<prefix>:waited:<variant>:<key>``;
 a request slower than 100 ms pushes its path to ``<prefix>:slow:...``.
 """
 
@@ -40,17 +40,19 @@ ploy = FlaskPloy(app)
 fc = FlaskCaching(app)
 counts = redis.Redis.from_url(URL)
 
-# Instrumentation: which path each get_or_set took. A request whose lock was
-# refused and that read the key again waited for another's computation; one
-# whose lock was refused after one read was served the old value at once
-# (another caller was recomputing it early).
+# Instrumentation: which path each get_or_set took. A request that read a
+# miss and did not compute waited for another's computation; a hit whose
+# lock was refused was served the old value at once (another caller was
+# recomputing it early).
 _backend = ploy.app_bindings(app).caches["CACHE"].backend
 _get, _lock = _backend.get, _backend.lock
 
 
 def _counted_get(key: str) -> str | None:
     g.gets = g.get("gets", 0) + 1
-    return _get(key)
+    value = _get(key)
+    g.missed = g.get("missed", False) or value is None
+    return value
 
 
 def _counted_lock(key: str, token: str, seconds: float) -> bool:
@@ -80,7 +82,10 @@ def fc_report(key: str) -> str:
 def _answer(variant: str, key: str, started: float, value: str) -> dict[str, object]:
     took = time.perf_counter() - started
     computed = bool(g.get("computed"))
-    waited = variant == "ploy" and not computed and g.get("refused", 0) and g.get("gets", 0) > 1
+    # A miss it did not compute: it waited for another's computation (in this
+    # process, on its flight; in another, polling). The seed and memoize
+    # never wait: every miss computes.
+    waited = variant == "ploy" and not computed and g.get("missed", False)
     if waited:
         counts.rpush(f"{PREFIX}:waited:{variant}:{key}", time.time())
     if took > 0.1:
