@@ -32,21 +32,22 @@ from . import _harness, report
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 ALL_GROUPS = ["cache", "state_sqlite", "state_postgres", "state_mariadb", "dumpload", "growth",
-              "profile", "http"]  # fmt: skip
+              "profile", "http", "stampede"]  # fmt: skip
 NEEDS = {
     "cache": {"redis"},
     "state_postgres": {"postgres"},
     "state_mariadb": {"mariadb"},
     "profile": {"redis"},
     "http": {"redis", "wrk"},
+    "stampede": {"redis", "wrk"},
 }
 
 FULL = {"rounds": 101, "ops": 200, "warmup": 5, "dataset": 10_000, "cli": True,
         "sizes": [1_000, 100_000, 1_000_000], "http_seconds": 2, "http_rounds": 12,
-        "rmw_seconds": 2.0}  # fmt: skip
+        "rmw_seconds": 2.0, "stampede_seconds": 60, "stampede_cold_rounds": 5}  # fmt: skip
 QUICK = {"rounds": 21, "ops": 100, "warmup": 3, "dataset": 2_000, "cli": False,
          "sizes": [1_000, 10_000, 100_000], "http_seconds": 2, "http_rounds": 1,
-         "rmw_seconds": 0.3}  # fmt: skip
+         "rmw_seconds": 0.3, "stampede_seconds": 10, "stampede_cold_rounds": 1}  # fmt: skip
 
 
 def _port_open(url: str) -> bool:
@@ -80,6 +81,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sizes", help="dataset sizes of the growth curves, e.g. 1000,100000")
     p.add_argument("--http-seconds", type=float, help="seconds per wrk run")
     p.add_argument("--http-rounds", type=int, help="wrk runs per route and app")
+    p.add_argument("--stampede-seconds", type=int, help="seconds of load on the hot key")
     p.add_argument(
         "--rmw-seconds", type=float, help="seconds per contended read-modify-write measurement"
     )
@@ -121,7 +123,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     s = dict(QUICK if args.quick else FULL)
     for name in ("rounds", "ops", "warmup", "dataset", "http_seconds", "http_rounds",
-                 "rmw_seconds"):  # fmt: skip
+                 "rmw_seconds", "stampede_seconds"):  # fmt: skip
         value = getattr(args, name)
         if value is not None:
             s[name] = value
@@ -246,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         "http_seconds": s["http_seconds"],
         "http_rounds": s["http_rounds"],
         "http_warmup": not args.no_http_warmup,
+        "stampede_seconds": s["stampede_seconds"],
+        "stampede_cold_rounds": s["stampede_cold_rounds"],
         "cli": s["cli"] and not args.no_cli,
         "redis_url": args.redis_url,
         "pg_url": args.pg_url,
@@ -276,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
                     results["groups"]["dumpload"] = datasets(cfg)
                 gcfg = {**cfg, "files": results["groups"]["dumpload"]["files"]}
                 results["groups"]["growth"] = run_group("growth", gcfg)
+            elif name == "stampede":
+                from . import stampede
+
+                results["groups"]["stampede"] = stampede.run(cfg)
             elif name == "http":
                 from . import http_bench
 

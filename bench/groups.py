@@ -236,6 +236,13 @@ def cache_group(cfg: dict[str, Any]) -> dict[str, Any]:
             keys = list(raw.scan_iter(match=pattern, count=1000))
             for i in range(0, len(keys), 1000):
                 raw.delete(*keys[i : i + 1000])
+    from .embedded import embedded_group, get_or_set_group
+
+    # get_or_set on a hit against get, on the same computed keys.
+    out["get_or_set"] = get_or_set_group(cfg, _plan(cfg), _sampler, "redis")
+
+    # The SQLite cache beside memory:// and Redis, against raw sqlite3.
+    out["embedded"] = embedded_group(cfg, _plan(cfg), _sampler)
     return out
 
 
@@ -1018,8 +1025,8 @@ def http_app_group(cfg: dict[str, Any]) -> dict[str, Any]:
         g.env.STATE.set("greeting", "hello world")
         g.env.CACHE.set("greeting", "hello")
     clients = {"flask-ploy": ploy_app.app.test_client(), "hand-written": hand_app.app.test_client()}
-    routes = [("cache get", "GET", "/cache/get"), ("state get", "GET", "/state/get"),
-              ("state set", "POST", "/state/set")]  # fmt: skip
+    routes = [("cache get", "GET", "/cache/get"), ("cache set", "POST", "/cache/set"),
+              ("state get", "GET", "/state/get"), ("state set", "POST", "/state/set")]  # fmt: skip
 
     def request(client: Any, url: str, method: str) -> Run:
         def run(ks: Sequence[Any]) -> None:

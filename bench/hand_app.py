@@ -43,6 +43,12 @@ def cache_get() -> dict[str, object]:
     return {"value": r.get(f"{PREFIX}:default:greeting")}
 
 
+@app.post("/cache/set")
+def cache_set() -> dict[str, object]:
+    r.set(f"{PREFIX}:default:greeting", "hello")
+    return {"success": True}
+
+
 @app.get("/state/get")
 def state_get() -> dict[str, object]:
     row = (

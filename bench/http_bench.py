@@ -1,9 +1,10 @@
 """HTTP: the seed's routes under gunicorn (2 workers), loaded with wrk.
 
-Each round starts both apps (:mod:`bench.ploy_app` and
-:mod:`bench.hand_app`) afresh, each on its own port, warms every route up
-and runs wrk once per route and app, in a random order, each app idle
-while the other is loaded. The result per route and app is the median
+Each round starts the apps (:mod:`bench.ploy_app` and
+:mod:`bench.hand_app` on Redis, and :mod:`bench.ploy_sqlite_app`, the
+first on the SQLite cache, for the cache routes) afresh, each on its own
+port, warms every route up and runs wrk once per route and app, in a
+random order, each app idle while another is loaded. The result per route and app is the median
 requests per second over the rounds; the ratio is the median of the
 per-round ratios. :func:`bench.groups.http_app_group` times the same
 routes in process, through Flask's test client, without the server.
@@ -25,9 +26,12 @@ from collections.abc import Iterator
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROUTES = [("cache get", "GET", "/cache/get"), ("state get", "GET", "/state/get"),
-          ("state set", "POST", "/state/set")]  # fmt: skip
-APPS = {"flask-ploy": "bench.ploy_app:app", "hand-written": "bench.hand_app:app"}
+#: flask-ploy on the SQLite cache: loaded on the cache routes only.
+SQLITE_APP = "flask-ploy, SQLite cache"
+ROUTES = [("cache get", "GET", "/cache/get"), ("cache set", "POST", "/cache/set"),
+          ("state get", "GET", "/state/get"), ("state set", "POST", "/state/set")]  # fmt: skip
+APPS = {"flask-ploy": "bench.ploy_app:app", "hand-written": "bench.hand_app:app",
+        SQLITE_APP: "bench.ploy_sqlite_app:app"}  # fmt: skip
 WORKERS = 2
 
 
@@ -155,6 +159,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         "BENCH_REDIS_URL": cfg["redis_url"],
         "BENCH_SQLITE_PATH": path,
         "BENCH_PREFIX": tag,
+        "BENCH_CACHE_PATH": os.path.join(tmp, "http-cache.sqlite3"),
     }
     seconds, rounds = cfg["http_seconds"], cfg["http_rounds"]
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {
@@ -170,7 +175,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
                     for port in ports.values():  # warm up every worker and route
                         _warm(f"http://127.0.0.1:{port}{p}", method)
                 for route, method, p in ROUTES:
-                    order = list(APPS)
+                    order = [a for a in APPS if a != SQLITE_APP or route.startswith("cache")]
                     rng.shuffle(order)
                     for name in order:
                         url = f"http://127.0.0.1:{ports[name]}{p}"
@@ -188,6 +193,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         entry: dict[str, Any] = {"path": p}
         for name in APPS:
             runs = samples[route][name]
+            if not runs:
+                continue
             entry[name] = {
                 "rps": statistics.median(r["rps"] for r in runs),
                 "p50_ms": statistics.median(r["p50_ms"] or 0.0 for r in runs),
@@ -198,5 +205,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         ploy = [r["rps"] for r in samples[route]["flask-ploy"]]
         entry["ratio"] = entry["flask-ploy"]["rps"] / entry["hand-written"]["rps"]
         entry["paired_ratio"] = statistics.median(a / b for a, b in zip(ploy, hand))
+        lite = [r["rps"] for r in samples[route][SQLITE_APP]]
+        if lite:  # the SQLite cache against flask-ploy on Redis
+            entry["sqlite_vs_redis"] = statistics.median(a / b for a, b in zip(lite, ploy))
         out["routes"][route] = entry
     return out

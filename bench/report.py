@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 PLOY = "flask-ploy (binding)"
+SQLITE_APP = "flask-ploy, SQLite cache"  # bench.http_bench.SQLITE_APP
 ENV = "flask-ploy (g.env)"
 GROUP_TITLES = {
     "cache": "Cache on Redis",
@@ -101,10 +102,25 @@ def many_table(group: dict[str, Any]) -> Table:
     return header, rows
 
 
+def get_or_set_table(cache: dict[str, Any]) -> Table:
+    """get_or_set's hits against get's, on Redis and on the SQLite cache."""
+    rows = []
+    for where, m in (("Redis", cache.get("get_or_set")),
+                     ("SQLite", _get(cache, "embedded", "get_or_set"))):  # fmt: skip
+        if not m:
+            continue
+        for name, entry in m["results"].items():
+            rows.append([f"{where}: {name[11:]}", _cell(entry)])
+    return ["contender", "µs per hit (x get)"], rows
+
+
 def http_table(http: dict[str, Any]) -> Table:
     inproc = http.get("in_process", {})
     header = ["route", "flask-ploy req/s", "hand-written req/s", "ratio",
               "flask-ploy p50 ms", "hand-written p50 ms"]  # fmt: skip
+    lite = any(SQLITE_APP in e for e in http["routes"].values())
+    if lite:
+        header += ["flask-ploy, SQLite cache req/s (x Redis)"]
     if inproc:
         header += ["in process: flask-ploy µs", "hand-written µs", "ratio"]
     rows = []
@@ -117,6 +133,9 @@ def http_table(http: dict[str, Any]) -> Table:
             f"{e['flask-ploy']['p50_ms']:.2f}",
             f"{e['hand-written']['p50_ms']:.2f}",
         ]
+        if lite:
+            row += [f"{e[SQLITE_APP]['rps']:,.0f} ({ratio(e['sqlite_vs_redis'])})"
+                    if SQLITE_APP in e else ""]  # fmt: skip
         if inproc:
             r = inproc[route]["results"]
             row += [us(r["flask-ploy"]["median_ns"]), us(r["hand-written"]["median_ns"]),
@@ -278,6 +297,23 @@ def targets(results: dict[str, Any]) -> Table:
             v = pr("cache", op, name)
             add(f"cache {op} <= 1.05x redis-py, {name[12:-1]}", v, lambda x: x <= 1.05,
                 ratio(v))  # fmt: skip
+    for name in ("flask-ploy sqlite: (binding)", "flask-ploy sqlite: (g.env)"):
+        v = _get(groups, "cache", "embedded", "get", "results", name, "paired_ratio")
+        add(f"cache get on SQLite <= 2x sqlite3, {name[20:-1]}", v, lambda x: x <= 2, ratio(v))
+    for where, path in (("Redis", ("cache", "get_or_set")),
+                        ("SQLite", ("cache", "embedded", "get_or_set"))):  # fmt: skip
+        v = _get(groups, *path, "results", "flask-ploy get_or_set (binding)", "paired_ratio")
+        add(f"get_or_set hit <= 1.05x get, {where}", v, lambda x: x <= 1.05, ratio(v))
+    stampede = groups.get("stampede")
+    if stampede:
+        ploy = stampede["cold"]["ploy"]["computations"]
+        add("stampede: 64 requests at once, one computation", max(ploy), lambda x: x == 1,
+            ", ".join(map(str, ploy)))  # fmt: skip
+        hot = stampede["hot"]["ploy"]
+        add("stampede: no wait on a lock after the first second", hot["waited_after_1s"],
+            lambda x: x == 0, f"{hot['waited_after_1s']} waited")  # fmt: skip
+        add("stampede: about one computation per expiry", hot["per_expiry"],
+            lambda x: x <= 1.5, f"{hot['per_expiry']:.2f} per expiry")  # fmt: skip
     for group in ("state_sqlite", "state_postgres"):
         raw = RAW[group]
         for op in ("get", "set"):
@@ -301,6 +337,9 @@ def targets(results: dict[str, Any]) -> Table:
         for route, e in http["routes"].items():
             v = e["paired_ratio"]
             add(f"HTTP {route} >= 0.95x hand-written", v, lambda x: x >= 0.95, ratio(v))
+        for route, e in http["routes"].items():
+            v = e.get("sqlite_vs_redis")
+            add(f"HTTP {route}, SQLite cache >= Redis", v, lambda x: x >= 1, ratio(v))
     growth = groups.get("growth")
     if growth:
         sizes = results["settings"]["sizes"]
@@ -429,6 +468,20 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, str, Table]]:
                     rmw_table(results)))  # fmt: skip
     if "cache" in groups and "get_many" in groups["cache"]:
         out.append(("get_many", "Cache get_many: µs per call", many_table(groups["cache"])))
+    if "cache" in groups and "embedded" in groups["cache"]:
+        out.append(("ops_cache_embedded",
+                    "Cache on SQLite (the default) beside memory:// and Redis: median µs"
+                    " per operation (x raw sqlite3 on the same file)",
+                    ops_table(groups["cache"]["embedded"])))  # fmt: skip
+    if "cache" in groups and "get_or_set" in groups["cache"]:
+        out.append(("get_or_set", "Cache.get_or_set on a hit, against get on the same keys",
+                    get_or_set_table(groups["cache"])))  # fmt: skip
+    if "stampede" in groups:
+        from .stampede import table as stampede_table
+
+        s = groups["stampede"]
+        out.append(("stampede", f"One slow report ({s['compute_ms']} ms, ttl {s['ttl']} s) under"
+                    f" load: gunicorn {s['workers']}, Redis", stampede_table(s)))  # fmt: skip
     if "http" in groups:
         out.append(("http", "HTTP: gunicorn, 2 workers, wrk", http_table(groups["http"])))
     if "growth" in groups:

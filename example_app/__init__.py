@@ -3,7 +3,7 @@ as a Flask endpoint, and the better ways flask-ploy adds beside them.
 
 Run it::
 
-    make run                                    # memory:// cache, SQLite state
+    make run                                    # SQLite cache and state, in instance/
     FLASK_PLOY_CACHE_URL=redis://127.0.0.1:6379/0 make run
     gunicorn -w 4 -b 127.0.0.1:8000 'example_app:create_app()'
 
@@ -47,9 +47,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     Settings, later ones winning: the defaults below, then every
     ``FLASK_*`` environment variable (``FLASK_PLOY_CACHE_URL``,
     ``FLASK_PLOY_STATE_URL``, ``FLASK_SECRET_KEY``...), then *config*, so a
-    test's settings win over the shell's. Without a URL, the cache is in
-    memory (one per process) and State is a SQLite file in
-    ``example_app/instance/``.
+    test's settings win over the shell's. Without URLs, the cache and State
+    are SQLite files in ``example_app/instance/``, which gunicorn's workers,
+    the reloader and ``flask --app example_app ploy`` commands share.
     """
     app = Flask(__name__, instance_path=os.path.join(HERE, "instance"))
     app.config.from_mapping(

@@ -1,7 +1,8 @@
 """The "Common Patterns" of Ploy's Cache and State docs, as JSON endpoints.
 
 Each seed function is ported as written (``*_seed``), and where it has a
-race, the atomic operation flask-ploy adds stands beside it:
+race, the operation flask-ploy adds stands beside it: ``Cache.get_or_set``
+for the expensive report (one computation, not one per waiting request),
 ``Cache.incr(key, ttl=)`` for rate limits, ``State.incr`` for counters,
 ``Cache.add`` for locks and ``State.update`` for partial JSON updates.
 
@@ -74,13 +75,38 @@ def cached_report(report_id: str) -> dict[str, Any] | None:
     return json.loads(cached) if cached else None
 
 
-def get_report(report_id: str) -> tuple[dict[str, Any], bool]:
-    """The seed's ``getReport``; also returns whether it came from the cache."""
+def get_report_seed(report_id: str) -> tuple[dict[str, Any], bool]:
+    """The seed's ``getReport``; also returns whether it came from the cache.
+
+    It stampedes: while the report is missing (cold, or just expired),
+    every request that arrives computes it, each one for itself.
+    """
     cached = cached_report(report_id)
     if cached:
         return cached, True
     report = compute_expensive_report(report_id)
     return cache_report(report_id, report), False
+
+
+def get_report(report_id: str) -> tuple[dict[str, Any], bool]:
+    """The report, computed once however many requests want it at once.
+
+    ``get_or_set`` lets one request (in any worker, on any machine sharing
+    the cache) compute a missing report while the others wait for it, and
+    recomputes a hot report shortly before it expires while the others are
+    still served the cached one. Also returns whether it came from the cache.
+    """
+    computed = False
+    ttl = report_ttl()
+
+    def compute() -> str:
+        nonlocal computed
+        computed = True
+        report = compute_expensive_report(report_id)
+        return json.dumps({**report, "expires_at": time.time() + ttl})
+
+    report = json.loads(g.env.CACHE.get_or_set(f"report:{report_id}", compute, ttl=ttl))
+    return report, not computed
 
 
 def expires_in(report: dict[str, Any]) -> int | None:
@@ -92,8 +118,15 @@ def expires_in(report: dict[str, Any]) -> int | None:
 
 @bp.get("/reports/<report_id>")
 def report(report_id: str) -> ResponseReturnValue:
-    """A slow report, computed on a miss and then cached for 10 minutes."""
+    """A slow report, cached for 10 minutes; computed once however many ask at once."""
     data, cached = get_report(report_id)
+    return {"report": data, "cached": cached, "expires_in": expires_in(data)}
+
+
+@bp.get("/reports/<report_id>/seed")
+def report_seed(report_id: str) -> ResponseReturnValue:
+    """The same report the seed's way: get, compute on a miss, set (stampedes)."""
+    data, cached = get_report_seed(report_id)
     return {"report": data, "cached": cached, "expires_in": expires_in(data)}
 
 

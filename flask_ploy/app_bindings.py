@@ -28,6 +28,8 @@ log = logging.getLogger("flask_ploy")
 
 #: The SQLite file of State when no URL is configured, in the instance folder.
 DEFAULT_STATE_FILE = "ploy-state.sqlite3"
+#: The SQLite file of the cache when no URL is configured, in the instance folder.
+DEFAULT_CACHE_FILE = "ploy-cache.sqlite3"
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def build(
 
     :param root_path: Where ``ploy.yaml`` is looked up (``app.root_path``).
     :param instance_path: Where the default SQLite files go.
-    :param debug: The app runs in debug or testing mode (quieter advice).
+    :param debug: The app runs in debug or testing mode (unused; kept for callers).
     :param db: A Flask-SQLAlchemy instance whose engine State uses.
     :param cache_client: A redis-py client for cache resources without a URL.
     :raises PloyConfigError: The bindings or a setting are invalid.
@@ -116,7 +118,7 @@ def build(
     settings = _config.read_settings(config, bindings)
     app_bindings = AppBindings(bindings, settings)
     try:
-        _build_caches(app_bindings, debug, cache_client)
+        _build_caches(app_bindings, instance_path, cache_client)
         _build_states(app_bindings, instance_path, db)
     except Exception:
         app_bindings.close()
@@ -124,7 +126,10 @@ def build(
     return app_bindings
 
 
-def _build_caches(into: AppBindings, debug: bool, client: Any) -> None:
+def _build_caches(into: AppBindings, instance_path: str, client: Any) -> None:
+    """One backend per cache URL. No URL (and no *client*): the SQLite file
+    :data:`DEFAULT_CACHE_FILE` in the instance folder, which every process
+    of the app on this machine shares; relative ``sqlite:`` paths go there too."""
     s = into.settings
     if client is not None and s.cache_url:
         raise PloyConfigError(
@@ -133,20 +138,18 @@ def _build_caches(into: AppBindings, debug: bool, client: Any) -> None:
         )
     for b in into.bindings.of_kind("cache"):
         url = s.cache_resources.get(b.resource) or s.cache_url
-        key = url or ("(client)" if client is not None else "memory://")
+        if url is None and client is None:
+            url = f"sqlite:///{os.path.join(instance_path, DEFAULT_CACHE_FILE)}"
+        elif url is not None and url.startswith("sqlite:"):
+            url = resolve_sqlite(url, instance_path)
+        key = url or "(client)"
         backend = into._cache_backends.get(key)
         if backend is None:
-            if url is None and client is not None:
+            if url is None:
                 backend = backend_for_client(client, s.cache_cooldown)
             else:
-                if url is None and not debug:
-                    log.info(
-                        "flask-ploy: PLOY_CACHE_URL is not set, so the cache is"
-                        " in memory and per process; set it to a redis:// URL"
-                        " to share the cache between workers"
-                    )
                 backend = make_backend(
-                    key,
+                    url,
                     options=s.cache_options,
                     cooldown=s.cache_cooldown,
                     max_entries=s.cache_max_entries,
@@ -161,6 +164,7 @@ def _build_caches(into: AppBindings, debug: bool, client: Any) -> None:
             max_key_bytes=s.max_key_bytes,
             max_value_bytes=s.max_value_bytes,
             on_error=s.cache_on_error,
+            default_ttl=s.cache_default_ttl,
         )
 
 

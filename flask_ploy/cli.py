@@ -5,7 +5,8 @@
 - ``flask ploy config``: the resolved bindings, passwords masked.
 - ``flask ploy check``: ping every backend, exit 1 if one is down.
 - ``flask ploy state get|set|delete|list|dump|load``: a State binding.
-- ``flask ploy cache get|set|delete``: a Cache binding.
+- ``flask ploy cache get|set|delete|ttl|incr|count|clear``: a Cache binding
+  (not on ``memory://``).
 - ``flask ploy types``: write the typed ``PloyEnv`` module.
 
 An unknown binding, or one of the other kind, is a usage error (exit code
@@ -33,7 +34,7 @@ from flask.cli import AppGroup
 from . import config as _config
 from . import typegen
 from ._dumpfile import PAGE, BadInput, DumpReader, write_dump
-from .cache import Cache
+from .cache import Cache, MemoryBackend
 from .errors import PloyError
 from .state import LIST_MAX, State
 
@@ -111,11 +112,20 @@ def _cache(name: str) -> Cache:
     """A Cache on the backend of binding *name* that raises when the backend fails.
 
     The CLI must not report a miss when the server is down, whatever
-    ``PLOY_CACHE_ON_ERROR`` says.
+    ``PLOY_CACHE_ON_ERROR`` says. A ``memory://`` binding is refused: this
+    command's process would read and write a cache of its own, gone when it
+    exits.
     """
     _check_binding(name, "cache")
     bindings = _app_bindings()
     cache = bindings.caches[name]
+    if isinstance(cache.backend, MemoryBackend):
+        raise click.ClickException(
+            f"{name} uses memory://, a cache in each process's own memory: this command"
+            " would read and write a cache of its own, gone when it exits, never the"
+            " app's. Leave PLOY_CACHE_URL unset for a SQLite file in the instance folder"
+            " that the app's processes and this command share, or use redis://"
+        )
     s = bindings.settings
     return Cache(
         cache.name,
@@ -125,6 +135,7 @@ def _cache(name: str) -> Cache:
         max_key_bytes=s.max_key_bytes,
         max_value_bytes=s.max_value_bytes,
         on_error="raise",
+        default_ttl=s.cache_default_ttl,
     )
 
 
@@ -202,8 +213,10 @@ def check_command() -> None:
     """Ping every backend; exit 1 if one is down.
 
     Shows the latency of each backend, and the error of each one down;
-    then any PLOY_* setting or environment variable that has no effect (a
-    warning: the exit code is for the backends only).
+    then the cache bindings on memory:// (a cache per process, which
+    gunicorn workers and this CLI do not share) and any PLOY_* setting or
+    environment variable that has no effect (warnings: the exit code is for
+    the backends only).
 
     The latency is the median of three round trips (PING or SELECT 1) after
     the first, which also opens the connection.
@@ -231,6 +244,13 @@ def check_command() -> None:
             status, detail = "ok", f"{median:.2f} ms (connect {connect * 1000:.1f} ms)"
         rows.append((target.kind, target.display_url, ", ".join(target.bindings), status, detail))
     _echo_table(("Kind", "Backend", "Bindings", "Status", "Latency or error"), rows)
+    from .extension import per_process_warnings
+
+    per_process = per_process_warnings(app_bindings)
+    if per_process:
+        click.echo("\nPer-process caches:")
+        for warning in per_process:
+            click.echo(f"- {warning}")
     _echo_settings_warnings(current_app.config)
     if down:
         raise click.ClickException(f"{down} of {len(targets)} backends are down")
@@ -480,7 +500,11 @@ def state_load(binding: str, file: str, replace: bool, dry_run: bool) -> None:
 
 @ploy_cli.group("cache")
 def cache_group() -> None:
-    """Read and write a Cache binding."""
+    """Read, write, count and clear a Cache binding.
+
+    Not on memory://: a command has a process, and so a memory:// cache, of
+    its own.
+    """
 
 
 @cache_group.command("get")
@@ -517,3 +541,59 @@ def cache_delete(binding: str, key: str) -> None:
     with _reporting(), _bad_argument("'KEY'"):
         deleted = cache.delete(key)
     click.echo(f"Deleted {key!r}." if deleted else f"{binding} had no key {key!r}.")
+
+
+@cache_group.command("ttl")
+@click.argument("binding")
+@click.argument("key")
+def cache_ttl(binding: str, key: str) -> None:
+    """Print the seconds until KEY expires, or 'no expiry'; exit 1 if it is missing."""
+    cache = _cache(binding)
+    with _reporting(), _bad_argument("'KEY'"):
+        left = cache.ttl(key)
+    if left == 0:
+        raise click.ClickException(f"{binding} has no key {key!r} (or it expired)")
+    click.echo("no expiry" if left is None else str(left))
+
+
+@cache_group.command("incr")
+@click.argument("binding")
+@click.argument("key")
+@click.option("--amount", type=int, default=1, show_default=True, help="What to add (may be < 0).")
+@click.option(
+    "--ttl", type=int, default=None, help="Seconds to live, if this creates the key (>= 1)."
+)
+def cache_incr(binding: str, key: str, amount: int, ttl: int | None) -> None:
+    """Add --amount to the integer at KEY atomically (a missing key counts from 0); print it."""
+    cache = _cache(binding)
+    with _reporting(), _bad_argument("'KEY', '--amount' or '--ttl'"):
+        click.echo(cache.incr(key, amount, ttl=ttl))
+
+
+@cache_group.command("count")
+@click.argument("binding")
+def cache_count(binding: str) -> None:
+    """Print the number of unexpired keys of BINDING's resource (scans Redis)."""
+    cache = _cache(binding)
+    with _reporting():
+        click.echo(cache.count())
+
+
+@cache_group.command("clear")
+@click.argument("binding")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def cache_clear(binding: str, yes: bool) -> None:
+    """Delete every key of BINDING's resource (other bindings on it too)."""
+    cache = _cache(binding)
+    if not yes:
+        click.confirm(
+            f"Delete every key of {binding} (resource {cache.resource!r}, on"
+            f" {cache.backend.display_url})?",
+            abort=True,
+        )
+    with _reporting():
+        try:
+            n = cache.clear()
+        except cache.backend.errors as exc:
+            raise click.ClickException(f"{binding}: {type(exc).__name__}: {exc}") from None
+    click.echo(f"Deleted {_keys(n)} of {binding} (resource {cache.resource!r}).")

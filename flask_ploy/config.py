@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from ._validate import check_ttl
 from .errors import PloyConfigError
 
 #: The binding kinds flask-ploy serves.
@@ -528,6 +529,7 @@ DEFAULTS: dict[str, Any] = {
     "PLOY_CACHE_MAX_ENTRIES": 10_000,
     "PLOY_CACHE_MAX_BYTES": 64 * 1024 * 1024,
     "PLOY_CACHE_COOLDOWN": 1.0,
+    "PLOY_CACHE_DEFAULT_TTL": None,
     "PLOY_STATE_URL": None,
     "PLOY_STATE_RESOURCES": {},
     "PLOY_STATE_ENGINE_OPTIONS": {},
@@ -660,6 +662,7 @@ class Settings:
     cache_max_entries: int
     cache_max_bytes: int
     cache_cooldown: float
+    cache_default_ttl: int | None
     state_url: str | None = field(repr=False)
     state_resources: dict[str, str] = field(repr=False)
     state_engine_options: dict[str, Any] = field(repr=False)
@@ -760,6 +763,14 @@ def read_settings(config: Mapping[str, Any], bindings: Bindings) -> Settings:
                 + _json_note(key, url)
             )
     bind = config.get("PLOY_STATE_BIND")
+    default_ttl = config.get("PLOY_CACHE_DEFAULT_TTL")
+    try:
+        default_ttl = check_ttl(default_ttl)
+    except (TypeError, ValueError) as exc:
+        raise PloyConfigError(
+            f"app.config['PLOY_CACHE_DEFAULT_TTL']: {exc}"
+            + _json_note("PLOY_CACHE_DEFAULT_TTL", default_ttl)
+        ) from None
     return Settings(
         cache_url=config.get("PLOY_CACHE_URL"),
         cache_resources=resources["cache"],
@@ -769,6 +780,7 @@ def read_settings(config: Mapping[str, Any], bindings: Bindings) -> Settings:
         cache_max_entries=_number(config, "PLOY_CACHE_MAX_ENTRIES", 1, True),
         cache_max_bytes=_number(config, "PLOY_CACHE_MAX_BYTES", 1, True),
         cache_cooldown=float(_number(config, "PLOY_CACHE_COOLDOWN", 0, False)),
+        cache_default_ttl=default_ttl,
         state_url=config.get("PLOY_STATE_URL"),
         state_resources=resources["state"],
         state_engine_options=_mapping(config, "PLOY_STATE_ENGINE_OPTIONS"),

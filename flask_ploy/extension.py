@@ -7,7 +7,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -17,15 +18,19 @@ from flask.signals import appcontext_pushed
 
 from . import config as _config
 from .app_bindings import AppBindings, build
+from .cache import MemoryBackend
+from .cache.cached import CachedFunction, P
+from .cache.cached import cached as _cached
+from .cache.flight import BETA, LOCK_TIMEOUT
 from .env import Env
 from .state import StateStore
 
 log = logging.getLogger("flask_ploy")
 
 #: What :meth:`FlaskPloy.isolated` replaces unless told otherwise: every URL,
-#: pool and client option, so no configured backend is reached.
+#: pool and client option, so no configured backend is reached. (The cache
+#: and State URLs name files in the block's temporary folder.)
 ISOLATED: dict[str, Any] = {
-    "PLOY_CACHE_URL": "memory://",
     "PLOY_CACHE_RESOURCES": {},
     "PLOY_CACHE_OPTIONS": {},
     "PLOY_STATE_RESOURCES": {},
@@ -66,7 +71,9 @@ class FlaskPloy:
         adds the ``flask ploy`` commands. Logs a warning (logger
         ``flask_ploy``) for each ``PLOY_*`` key of ``app.config`` and each
         ``PLOY_*`` or ``FLASK_PLOY_*`` environment variable that has no
-        effect (:func:`flask_ploy.config.settings_warnings`).
+        effect (:func:`flask_ploy.config.settings_warnings`), and, unless
+        the app is in debug or testing mode, once for the cache bindings on
+        ``memory://`` (each process would have a cache of its own).
 
         :raises PloyConfigError: ``ploy.yaml`` or a ``PLOY_*`` setting is invalid.
         :raises RuntimeError: A FlaskPloy is already registered on *app*.
@@ -80,7 +87,10 @@ class FlaskPloy:
             app.config.setdefault(key, default.copy() if isinstance(default, dict) else default)
         for warning in _config.settings_warnings(app.config, os.environ):
             log.warning("flask-ploy: %s", warning)
-        self._apps[app] = self.build(app)
+        self._apps[app] = bindings = self.build(app)
+        if not (app.debug or app.testing):
+            for warning in per_process_warnings(bindings):
+                log.warning("flask-ploy: %s", warning)
         app.extensions["ploy"] = self
         appcontext_pushed.connect(self._push_env, app)
         app.teardown_appcontext(_teardown)
@@ -141,6 +151,39 @@ class FlaskPloy:
             for b in self.app_bindings(app).cache_backends()
         }
 
+    def cached(
+        self,
+        binding: str,
+        ttl: int | timedelta | None = None,
+        *,
+        lock_timeout: float = LOCK_TIMEOUT,
+        beta: float = BETA,
+    ) -> Callable[[Callable[P, str]], CachedFunction[P]]:
+        """Keep a function's results in the cache binding *binding*.
+
+        .. code-block:: python
+
+            @ploy.cached("CACHE", ttl=600)
+            def report(report_id: int) -> str:
+                return json.dumps(compute_report(report_id))
+
+        A call returns the cached result for its arguments, or computes it
+        with :meth:`Cache.get_or_set <flask_ploy.Cache.get_or_set>` (one
+        computation at a time across processes, early recomputation; *ttl*,
+        *lock_timeout* and *beta* are its). The key is the function's module
+        and qualified name with its arguments as JSON, bound to its
+        parameters (``report(1)`` and ``report(report_id=1)`` are one key):
+        the same in every process, never pickled. Arguments must be
+        ``str``, ``int``, ``float``, ``bool``, ``None`` or tuples of them;
+        others raise :class:`TypeError`. The function must return a ``str``.
+
+        The decorated function has ``uncached(...)`` (call it without the
+        cache), ``invalidate(...)`` (delete the result for these arguments)
+        and ``key(...)``. Calls need an app context: the binding is
+        ``g.env.<binding>`` of the current app.
+        """
+        return _cached(binding, ttl, lock_timeout=lock_timeout, beta=beta)
+
     def state_store(self, binding: str, app: App | None = None) -> StateStore:
         """The :class:`~flask_ploy.state.StateStore` behind a State binding."""
         return self.app_bindings(app).state_store(binding)
@@ -149,9 +192,11 @@ class FlaskPloy:
     def isolated(self, app: App, **overrides: Any) -> Iterator[Env]:
         """Give *app* temporary, empty bindings inside the ``with`` block.
 
-        Every cache resource shares one new ``memory://`` store and every
-        State resource one new SQLite file in a temporary folder, whatever
-        the app configures (``db=`` and ``cache_client=`` too); the other
+        Every cache resource shares one new SQLite cache file and every
+        State resource one new SQLite database, in a temporary folder,
+        whatever the app configures (``db=`` and ``cache_client=`` too), so
+        a process forked in the block (pytest-flask's ``live_server``) sees
+        the same data; both files skip ``fsync``. The other
         ``PLOY_*`` settings stay. *overrides* (``PLOY_*`` keys) replace
         either, e.g. ``PLOY_STATE_URL="postgresql+psycopg:///test"``. App
         contexts pushed in the block, and one active when it starts, see
@@ -168,6 +213,7 @@ class FlaskPloy:
                 app,
                 **{
                     **ISOLATED,
+                    "PLOY_CACHE_URL": f"sqlite:///{folder}/cache.sqlite3?synchronous=off",
                     "PLOY_STATE_URL": f"sqlite:///{folder}/state.sqlite3",
                     **overrides,
                 },
@@ -226,6 +272,24 @@ class FlaskPloy:
 
 #: The exit stacks of the active :meth:`FlaskPloy.isolating` blocks.
 _isolating: list[contextlib.ExitStack] = []
+
+
+def per_process_warnings(bindings: AppBindings) -> list[str]:
+    """One line per ``memory://`` backend of *bindings*: a cache each process
+    keeps to itself, so gunicorn workers, the reloader and ``flask ploy
+    cache`` each see a different one (logged by :meth:`FlaskPloy.init_app`,
+    listed by ``flask ploy check``)."""
+    lines = []
+    for backend in bindings.cache_backends():
+        if isinstance(backend, MemoryBackend):
+            names = ", ".join(n for n, c in bindings.caches.items() if c.backend is backend)
+            lines.append(
+                f"{names} use {backend.display_url}, a cache in each process's own memory:"
+                " gunicorn workers, the reloader and 'flask ploy cache' each see a different"
+                " one. Leave PLOY_CACHE_URL unset for a SQLite file in the instance folder,"
+                " shared by the app's processes on this machine, or use redis://"
+            )
+    return lines
 
 
 def _set_env(env: Env) -> None:

@@ -1,7 +1,7 @@
 """Shared fixtures: apps, and the backends every contract test runs on.
 
-``cache_url`` runs a test on memory://, a standalone Redis, a 3-master Redis
-Cluster and Redis behind Sentinel; ``state_url`` on SQLite, PostgreSQL and
+``cache_url`` runs a test on memory://, a SQLite cache file, a standalone
+Redis, a 3-master Redis Cluster and Redis behind Sentinel; ``state_url`` on SQLite, PostgreSQL and
 MariaDB. Missing services skip locally and fail under ``CI=true``.
 """
 
@@ -27,7 +27,7 @@ BINDINGS: dict[str, Any] = {
     "state": {"STATE": "default", "USER_STATE": "users", "ALIAS_STATE": "default"},
 }
 
-CACHE_KINDS = ["memory", "redis", "cluster", "sentinel"]
+CACHE_KINDS = ["memory", "sqlite", "redis", "cluster", "sentinel"]
 STATE_KINDS = ["sqlite", "postgresql", "mariadb"]
 
 
@@ -86,6 +86,9 @@ def own_cluster() -> Iterator[servers.Cluster]:
 def _cache_url(kind: str, request: pytest.FixtureRequest) -> str:
     if kind == "memory":
         return "memory://"
+    if kind == "sqlite":
+        tmp = request.getfixturevalue("tmp_path")
+        return f"sqlite:///{tmp}/cache.sqlite3"
     if kind == "redis":
         servers.need(servers.redis_ok(), f"Redis at {servers.REDIS_URL}")
         return servers.REDIS_URL
@@ -110,9 +113,9 @@ def cache_url(request: pytest.FixtureRequest) -> str:
     return _cache_url(request.param, request)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def seed_cache_url(request: pytest.FixtureRequest) -> str:
-    """memory:// and a real Redis: what the seed examples run on."""
+    """memory://, the SQLite default and a real Redis: what the seed examples run on."""
     return _cache_url(request.param, request)
 
 

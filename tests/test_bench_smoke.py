@@ -31,7 +31,8 @@ def test_quick_bench_runs_every_group(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--strict", "--rounds", "2", "--ops", "5",
          "--warmup", "1", "--dataset", "120", "--sizes", "50,200", "--http-seconds", "1",
-         "--http-rounds", "1", "--no-http-warmup", "--no-cli", "--out", str(out),
+         "--http-rounds", "1", "--no-http-warmup", "--no-cli", "--stampede-seconds", "2",
+         "--out", str(out),
          "--redis-url", servers.REDIS_URL, "--pg-url", servers.POSTGRES_URL,
          "--mariadb-url", servers.MARIADB_URL, "--rmw-seconds", "0.1"],
         cwd=ROOT,
@@ -45,7 +46,7 @@ def test_quick_bench_runs_every_group(tmp_path: Path) -> None:
     assert results["skipped"] == {}
     assert set(results["groups"]) == {
         "cache", "state_sqlite", "state_postgres", "state_mariadb", "dumpload", "growth",
-        "profile", "http",
+        "profile", "http", "stampede",
     }  # fmt: skip
     state = results["groups"]["state_sqlite"]
     assert set(state["get"]["results"]) == {
@@ -59,17 +60,21 @@ def test_quick_bench_runs_every_group(tmp_path: Path) -> None:
         }  # fmt: skip
         for name in ("incr", "replace loop", "transact"):
             assert rmw["contended"]["results"][name]["lost"] == 0, (group, name)
-    for route in results["groups"]["http"]["routes"].values():
+    for name, route in results["groups"]["http"]["routes"].items():
         assert route["flask-ploy"]["errors"] == 0
         assert route["hand-written"]["errors"] == 0
         assert route["flask-ploy"]["rps"] > 0
+        if name.startswith("cache"):  # the SQLite cache's app too
+            assert route["flask-ploy, SQLite cache"]["errors"] == 0
+    assert results["groups"]["stampede"]["cold"]["ploy"]["computations"] == [1]
+    assert all(h["errors"] == 0 for h in results["groups"]["stampede"]["hot"].values())
     assert results["groups"]["dumpload"]["load"]["200"]["keys"] == 200
     assert results["groups"]["dumpload"]["dump"]["200"]["keys"] == 200
     md = (out / "results.md").read_text()
     assert "## Targets" in md
     assert "| flask-ploy (g.env) |" in md
     for name in ("targets", "ops_cache", "ops_state_sqlite", "http", "growth", "profile_state",
-                 "rmw"):  # fmt: skip
+                 "rmw", "ops_cache_embedded", "get_or_set", "stampede"):  # fmt: skip
         assert (out / f"{name}.rst").read_text().startswith(".. list-table::")
     for chart in ("ops", "http", "growth", "profile"):
         assert (out / f"{chart}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

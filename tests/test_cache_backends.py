@@ -1,6 +1,7 @@
 """What is particular to one cache backend: the memory LRU, the key layout on
-Redis, slot spread on Cluster, TLS (rediss://), unix sockets, URL parsing.
-Behaviour common to all backends lives in test_cache_contract.py."""
+Redis, slot spread on Cluster, TLS (rediss://), unix sockets, URL parsing
+(the SQLite cache: test_cache_sqlite.py). Behaviour common to all backends
+lives in test_cache_contract.py."""
 
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ class FakeClock:
 
 
 def test_registry_knows_every_scheme() -> None:
-    assert set(SCHEMES) == {"memory", "redis", "rediss", "unix", "redis+sentinel", "redis+cluster"}
+    assert set(SCHEMES) == {
+        "memory", "sqlite", "redis", "rediss", "unix", "redis+sentinel", "redis+cluster"
+    }  # fmt: skip
 
 
 def test_memory_lru_eviction() -> None:
@@ -47,7 +50,7 @@ def test_memory_lru_eviction() -> None:
 
 
 def test_memory_bound_from_config(make_app: Any) -> None:
-    app = make_app(PLOY_CACHE_MAX_ENTRIES=100)
+    app = make_app(PLOY_CACHE_URL="memory://", PLOY_CACHE_MAX_ENTRIES=100)
     with app.app_context():
         for i in range(250):
             g.env.CACHE.set(f"k{i}", "v")
@@ -82,7 +85,7 @@ def test_memory_is_bounded_in_bytes(record_property: Any) -> None:
 
 
 def test_memory_default_byte_bound(make_app: Any) -> None:
-    app = make_app()
+    app = make_app(PLOY_CACHE_URL="memory://")
     with app.app_context():
         assert g.env.CACHE.backend.max_bytes == 64 * 2**20
 

@@ -26,7 +26,7 @@ from flask import Flask, g
 from flask_ploy._dumpfile import CHUNK, BadInput
 from flask_ploy.cli import ploy_cli
 
-from .conftest import AppFactory
+from .conftest import AppFactory, _cache_url
 
 
 def run(app: Flask, *args: str, input: bytes | str | None = None) -> Result:
@@ -137,7 +137,7 @@ def test_check_reports_latency(make_app: AppFactory) -> None:
     assert result.exit_code == 0, result.output
     rows = [line.split() for line in result.output.splitlines()[2:]]
     assert [(r[0], r[1], r[-6]) for r in rows] == [
-        ("cache", "memory://", "ok"),
+        ("cache", f"sqlite:///{app.instance_path}/ploy-cache.sqlite3", "ok"),
         ("state", f"sqlite:///{app.instance_path}/ploy-state.sqlite3", "ok"),
     ]
     assert "CACHE, SESSION_CACHE, ALIAS_CACHE" in result.output
@@ -154,7 +154,7 @@ def test_check_fails_when_a_backend_is_down(make_app: AppFactory) -> None:
     out = result.output
     assert re.search(r"redis://:\*\*\*@127\.0\.0\.1:1/0 +SESSION_CACHE +DOWN +ConnectionError", out)
     assert re.search(r"USER_STATE +DOWN +StateUnavailable: ", out)
-    assert "memory://" in out
+    assert "ploy-cache.sqlite3" in out
     assert "Error: 2 of 4 backends are down" in out
     assert "pw@" not in out
 
@@ -171,7 +171,7 @@ def test_check_and_config_list_settings_with_no_effect(
         result = run(app, command)
         assert result.exit_code == 0, result.output  # a warning, not a failure
         report, _, listed = result.output.partition("\nSettings with no effect:\n")
-        assert "memory://" in report
+        assert "ploy-cache.sqlite3" in report
         assert listed.splitlines() == [
             "- app.config['PLOY_CACHE_URI'] is not a flask-ploy setting and has no effect;"
             " did you mean PLOY_CACHE_URL?",
@@ -258,8 +258,14 @@ def test_state_get_set_delete_list(make_app: AppFactory) -> None:
 # -- cache ---------------------------------------------------------------------------
 
 
-def test_cache_get_set_delete(make_app: AppFactory, seed_cache_url: str) -> None:
-    app = make_app(PLOY_CACHE_URL=seed_cache_url, PLOY_CACHE_KEY_PREFIX=f"cli{os.getpid()}")
+@pytest.fixture(params=["sqlite", "redis"])
+def cli_cache_url(request: pytest.FixtureRequest) -> str:
+    """The caches a command in another process can reach: a file, and Redis."""
+    return _cache_url(request.param, request)
+
+
+def test_cache_get_set_delete(make_app: AppFactory, cli_cache_url: str) -> None:
+    app = make_app(PLOY_CACHE_URL=cli_cache_url, PLOY_CACHE_KEY_PREFIX=f"cli{os.getpid()}")
     try:
         assert run(app, "cache", "set", "CACHE", "greeting", "héllo").exit_code == 0
         assert run(app, "cache", "set", "SESSION_CACHE", "s", "v", "--ttl", "60").exit_code == 0
@@ -279,6 +285,74 @@ def test_cache_get_set_delete(make_app: AppFactory, seed_cache_url: str) -> None
         with app.app_context():
             g.env.CACHE.clear()
             g.env.SESSION_CACHE.clear()
+
+
+def test_cache_ttl_incr_count_clear(make_app: AppFactory, cli_cache_url: str) -> None:
+    app = make_app(PLOY_CACHE_URL=cli_cache_url, PLOY_CACHE_KEY_PREFIX=f"cli2{os.getpid()}")
+    try:
+        assert run(app, "cache", "set", "CACHE", "k", "v", "--ttl", "100").exit_code == 0
+        assert run(app, "cache", "set", "CACHE", "forever", "v").exit_code == 0
+        assert run(app, "cache", "ttl", "CACHE", "k").stdout == "100\n"
+        assert run(app, "cache", "ttl", "CACHE", "forever").stdout == "no expiry\n"
+        missing = run(app, "cache", "ttl", "CACHE", "missing")
+        assert missing.exit_code == 1 and "CACHE has no key 'missing'" in missing.output
+        assert run(app, "cache", "incr", "CACHE", "n").stdout == "1\n"
+        assert run(app, "cache", "incr", "CACHE", "n", "--amount", "-5").stdout == "-4\n"
+        assert run(app, "cache", "incr", "CACHE", "w", "--ttl", "30").stdout == "1\n"
+        assert run(app, "cache", "ttl", "ALIAS_CACHE", "w").stdout == "30\n"
+        not_int = run(app, "cache", "incr", "CACHE", "k")
+        assert not_int.exit_code == 2 and "not an integer" in not_int.output
+        assert run(app, "cache", "set", "SESSION_CACHE", "s", "v").exit_code == 0
+        assert run(app, "cache", "count", "CACHE").stdout == "4\n"
+        declined = run(app, "cache", "clear", "CACHE", input="n\n")
+        assert declined.exit_code == 1 and "Aborted" in declined.output
+        assert run(app, "cache", "count", "CACHE").stdout == "4\n"
+        cleared = run(app, "cache", "clear", "CACHE", input="y\n")
+        assert cleared.exit_code == 0, cleared.output
+        assert "Delete every key of CACHE (resource 'default', on " in cleared.output
+        assert cleared.output.endswith("Deleted 4 keys of CACHE (resource 'default').\n")
+        assert run(app, "cache", "count", "CACHE").stdout == "0\n"
+        assert run(app, "cache", "clear", "SESSION_CACHE", "--yes").stdout == (
+            "Deleted 1 key of SESSION_CACHE (resource 'sessions').\n"
+        )
+    finally:
+        with app.app_context():
+            g.env.CACHE.clear()
+            g.env.SESSION_CACHE.clear()
+
+
+def test_cache_count_and_clear_report_a_down_server(make_app: AppFactory) -> None:
+    app = make_app(PLOY_CACHE_URL="redis://127.0.0.1:1/0")
+    for args in (("count", "CACHE"), ("clear", "CACHE", "--yes"), ("incr", "CACHE", "n"),
+                 ("ttl", "CACHE", "k")):  # fmt: skip
+        result = run(app, "cache", *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "Error:" in result.output and "Traceback" not in result.output
+
+
+def test_cache_verbs_refuse_memory_and_check_flags_it(make_app: AppFactory) -> None:
+    """Issue 13: ``flask ploy cache set`` on memory:// wrote into its own
+    short-lived process and exited 0; ``get`` then found nothing."""
+    app = make_app(PLOY_CACHE_RESOURCES={"sessions": "memory://"})
+    for args in (("set", "SESSION_CACHE", "k", "v"), ("get", "SESSION_CACHE", "k"),
+                 ("delete", "SESSION_CACHE", "k"), ("ttl", "SESSION_CACHE", "k"),
+                 ("incr", "SESSION_CACHE", "k"), ("count", "SESSION_CACHE"),
+                 ("clear", "SESSION_CACHE", "--yes")):  # fmt: skip
+        result = run(app, "cache", *args)
+        assert result.exit_code == 1, result.output
+        assert "Error: SESSION_CACHE uses memory://, a cache in each process's own memory" in (
+            result.output
+        )
+    assert run(app, "cache", "set", "CACHE", "k", "v").exit_code == 0  # the default file
+    checked = run(app, "check")
+    assert checked.exit_code == 0, checked.output  # a warning, not a failure
+    _, _, flagged = checked.output.partition("\nPer-process caches:\n")
+    assert flagged.startswith(
+        "- SESSION_CACHE use memory://, a cache in each process's own memory: gunicorn"
+        " workers, the reloader and 'flask ploy cache' each see a different one."
+    ), checked.output
+    assert "CACHE" not in flagged.split(" use ")[0].replace("SESSION_CACHE", "")
+    assert "Per-process caches" not in run(make_app(), "check").output
 
 
 def test_cache_get_reports_a_down_server_not_a_miss(make_app: AppFactory) -> None:
@@ -614,10 +688,17 @@ def on_a_terminal(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProce
     return proc, out
 
 
+# VmHWM, not getrusage's ru_maxrss: Linux keeps that across execve, so it can
+# report the forking test worker's size.
 MEASURE = """
-import atexit, resource, runpy, sys
-atexit.register(lambda: print("maxrss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                                file=sys.stderr))
+import atexit, re, runpy, sys
+
+def peak():
+    with open("/proc/self/status") as f:
+        kib = re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1)
+    print("maxrss", kib, file=sys.stderr)
+
+atexit.register(peak)
 sys.argv = ["flask", *sys.argv[1:]]
 runpy.run_module("flask", run_name="__main__")
 """
@@ -672,7 +753,7 @@ def test_the_environment_as_a_user_sets_it(tmp_path: Path) -> None:
 
     wrong = flask(tmp_path, "config", env_extra={"PLOY_CACHE_URL": url})
     assert wrong.returncode == 0
-    assert b"memory://" in wrong.stdout
+    assert b"ploy-cache.sqlite3" in wrong.stdout  # the default, not the variable
     assert b"Name it FLASK_PLOY_CACHE_URL and call app.config.from_prefixed_env()" in wrong.stdout
     assert b"Name it FLASK_PLOY_CACHE_URL" in wrong.stderr  # init_app's warning, once
     assert wrong.stderr.count(b"PLOY_CACHE_URL has no effect") == 1

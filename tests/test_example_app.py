@@ -201,6 +201,28 @@ def test_report_is_computed_once_and_refreshed(client: Any) -> None:
     assert (third["report"], third["cached"]) == (refreshed["report"], True)
 
 
+def test_report_at_once_is_computed_once_and_the_seed_stampedes(tmp_path: Path) -> None:
+    """8 requests at once for a cold report: /reports/<id> (get_or_set)
+    computes it once and the others wait for it; the seed's version, at
+    /reports/<id>/seed, computes it once per request."""
+    app = _make(tmp_path, f"sqlite:///{tmp_path}/cache.sqlite3", REPORT_SECONDS=0.3)
+    try:
+
+        def fetch(path: str) -> Any:
+            return app.test_client().get(path).json
+
+        with ThreadPoolExecutor(8) as pool:
+            ploy = list(pool.map(fetch, ["/reports/cold"] * 8))
+            seed = list(pool.map(fetch, ["/reports/cold-seed/seed"] * 8))
+        assert len({r["report"]["generated_at"] for r in ploy}) == 1
+        assert sorted(r["cached"] for r in ploy) == [False] + [True] * 7
+        assert len({r["report"]["generated_at"] for r in seed}) > 1  # one per request, or so
+        assert [r["cached"] for r in seed].count(False) > 1
+        assert fetch("/reports/cold")["expires_in"] == 600
+    finally:
+        _close(app)
+
+
 def test_report_leaves_the_cache_when_it_says(app: Flask) -> None:
     """The expiry stored beside the report (what the page counts down) is the real TTL."""
     app.config["REPORT_TTL"] = 2
@@ -565,7 +587,9 @@ def test_defaults_and_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
         assert example_app.ploy.state_store("STATE", app).display_url == (
             f"sqlite:///{ROOT / 'example_app' / 'instance' / 'ploy-state.sqlite3'}"
         )
-        assert list(example_app.ploy.cache_stats(app)) == ["memory://"]
+        assert list(example_app.ploy.cache_stats(app)) == [
+            f"sqlite:///{ROOT / 'example_app' / 'instance' / 'ploy-cache.sqlite3'}"
+        ]
         assert [b.name for b in example_app.ploy.bindings(app).bindings] == [
             "CACHE",
             "SESSION_CACHE",

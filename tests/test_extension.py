@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -197,17 +198,61 @@ def test_one_context_across_requests_keeps_one_connection(make_app: Any, tmp_pat
 
 
 def test_memory_cache_warns_once_outside_debug_and_testing(tmp_path: Path, caplog: Any) -> None:
+    """Issue 13: a per-process cache outside debug and testing is a WARNING,
+    once per app (it was an INFO line nobody saw); the default, a SQLite file
+    the processes share, says nothing."""
     caplog.set_level(logging.INFO, logger="flask_ploy")
-    app = Flask("prod", root_path=str(tmp_path), instance_path=str(tmp_path / "i"))
-    app.config["PLOY_BINDINGS"] = BINDINGS
-    FlaskPloy(app)
-    lines = [r.getMessage() for r in caplog.records if "per process" in r.getMessage()]
-    assert len(lines) == 1
-    caplog.clear()
-    test_app = Flask("t", root_path=str(tmp_path), instance_path=str(tmp_path / "j"))
-    test_app.config.update(TESTING=True, PLOY_BINDINGS=BINDINGS)
-    FlaskPloy(test_app)
-    assert not [r for r in caplog.records if "per process" in r.getMessage()]
+
+    def messages(**config: Any) -> list[tuple[int, str]]:
+        caplog.clear()
+        app = Flask("prod", root_path=str(tmp_path), instance_path=str(tmp_path / "i"))
+        app.config.update(PLOY_BINDINGS=BINDINGS, **config)
+        FlaskPloy(app).app_bindings(app).close()
+        return [(r.levelno, r.getMessage()) for r in caplog.records if "memory" in r.getMessage()]
+
+    found = messages(PLOY_CACHE_URL="memory://")
+    assert found == [
+        (
+            logging.WARNING,
+            "flask-ploy: CACHE, SESSION_CACHE, ALIAS_CACHE use memory://, a cache in each"
+            " process's own memory: gunicorn workers, the reloader and 'flask ploy cache'"
+            " each see a different one. Leave PLOY_CACHE_URL unset for a SQLite file in the"
+            " instance folder, shared by the app's processes on this machine, or use redis://",
+        )
+    ]
+    assert [m for _, m in messages(PLOY_CACHE_RESOURCES={"sessions": "memory://"})] == [
+        found[0][1].replace("CACHE, SESSION_CACHE, ALIAS_CACHE", "SESSION_CACHE")
+    ]
+    assert messages() == []  # the SQLite default
+    assert messages(PLOY_CACHE_URL="memory://", TESTING=True) == []
+    assert messages(PLOY_CACHE_URL="memory://", DEBUG=True) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_isolated_cache_is_shared_with_a_forked_server(make_app: Any) -> None:
+    """isolated() puts the cache in a temporary SQLite file: a process forked
+    in the block (pytest-flask's live_server) reads what the test seeded, and
+    the test reads what the server wrote (memory:// kept them apart)."""
+    app = make_app(PLOY_CACHE_URL="redis://127.0.0.1:1/0")  # configured, and unreachable
+    ext: FlaskPloy = app.extensions["ploy"]
+    with ext.isolated(app) as env:
+        assert env.CACHE.backend.display_url.endswith("/cache.sqlite3?synchronous=off")
+        env.CACHE.set("seeded", "by the test")
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the forked server
+            code = 1
+            try:
+                with app.app_context():
+                    seen = g.env.CACHE.get("seeded")
+                    g.env.CACHE.set("served", "by the server")
+                    code = 0 if seen == "by the test" else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert env.CACHE.get("served") == "by the server"
+    with app.app_context():
+        assert g.env.CACHE.backend.display_url == "redis://127.0.0.1:1/0"
 
 
 def test_cache_client_is_shared(make_app: Any) -> None:

@@ -5,9 +5,9 @@ must give, and a check that the stores are unchanged afterwards.
 
 Then isolation, property-based: no key, however crafted, reaches another
 resource's data or another app's (a different ``PLOY_CACHE_KEY_PREFIX``),
-on memory://, Redis and SQLite.
+on memory://, the SQLite cache, Redis and SQLite State.
 
-The API rows run on memory:// (Cache) and SQLite (State): the argument
+The API rows run on the SQLite cache and SQLite State: the argument
 checks come before any backend is touched, and the contract suites run
 their own BAD_CALLS tables on every backend. The real default
 ``PLOY_MAX_VALUE_BYTES`` (25 MiB) is tested on memory:// and SQLite; on
@@ -38,7 +38,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flask_ploy import Cache, FlaskPloy, PloyConfigError, StateUnavailable, UnknownBinding
-from flask_ploy.cache import MemoryBackend, RedisBackend
+from flask_ploy.cache import MemoryBackend, RedisBackend, SQLiteBackend
 
 from . import servers
 from .conftest import AppFactory, worker_id
@@ -62,19 +62,24 @@ class World:
     marker: Path  # a file that an unsafe YAML tag would create
 
     @property
-    def memory(self) -> MemoryBackend:
+    def cache_file(self) -> str:
         backend = self.app.extensions["ploy"].app_bindings(self.app).caches["CACHE"].backend
-        assert isinstance(backend, MemoryBackend)
-        return backend
+        assert isinstance(backend, SQLiteBackend)  # the default cache
+        return backend.path
 
     def snapshot(self) -> tuple[Any, ...]:
-        """Every stored byte: the SQLite table and the memory cache."""
-        conn = sqlite3.connect(self.state_path)
-        try:
-            rows = sorted(conn.execute("SELECT resource, key, value FROM ploy_state"))
-        finally:
-            conn.close()
-        return rows, sorted((k, v[0]) for k, v in self.memory._data.items())
+        """Every stored byte: the State table and the cache's."""
+        found = []
+        for path, sql in (
+            (self.state_path, "SELECT resource, key, value FROM ploy_state"),
+            (self.cache_file, "SELECT key, value, expires_at FROM ploy_cache"),
+        ):
+            conn = sqlite3.connect(path)
+            try:
+                found.append(sorted(conn.execute(sql)))
+            finally:
+                conn.close()
+        return tuple(found)
 
     def yaml_app(self, text: str | bytes | None, **config: Any) -> Flask:
         """A new app reading ploy.yaml with *text* (None: no file), on the same stores."""
@@ -534,9 +539,11 @@ def test_bad_input(world: World, bad: Bad) -> None:
 # -- the real default value limit, and MariaDB's packet limit -------------------------------
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("kind", ["memory", "sqlite cache", "sqlite"])
 def test_the_default_25_mib_limit_is_exact(make_app: AppFactory, tmp_path: Path, kind: str) -> None:
     if kind == "memory":
+        app = make_app({"cache": {"B": "default"}}, PLOY_CACHE_URL="memory://")
+    elif kind == "sqlite cache":
         app = make_app({"cache": {"B": "default"}})
     else:
         app = make_app({"state": {"B": "default"}}, PLOY_STATE_URL=f"sqlite:///{tmp_path}/big.db")
@@ -621,9 +628,11 @@ ISO_SETTINGS = settings(
 )
 
 
-def _cache_backend(kind: str) -> Any:
+def _cache_backend(kind: str, tmp_path: Path) -> Any:
     if kind == "memory":
         return MemoryBackend()
+    if kind == "sqlite":
+        return SQLiteBackend(f"sqlite:///{tmp_path}/iso-cache.sqlite3")
     servers.need(servers.redis_ok(), f"Redis at {servers.REDIS_URL}")
     return RedisBackend(servers.REDIS_URL)
 
@@ -633,14 +642,14 @@ def _figure(request: pytest.FixtureRequest, text: str) -> None:
     request.node.user_properties.append(("ploy_figure", text))
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
 def test_no_cache_key_reaches_another_resource_or_app(
-    kind: str, request: pytest.FixtureRequest
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """Bindings as FlaskPloy builds them (prefix, resource) on one shared
     backend: crafted keys and prefixes (glob characters included) never read,
     overwrite or clear another resource's or another app's keys."""
-    backend = _cache_backend(kind)
+    backend = _cache_backend(kind, tmp_path)
     run = f"i{uuid.uuid4().hex[:8]}"
     examples = 0
 

@@ -8,11 +8,12 @@ the documented behaviour: a dict, an expiry time per cache entry, and an
 independent implementation of the update operators. The model never calls
 flask-ploy code.
 
-One machine per backend: memory:// (TTLs on a fake clock), Redis (a private
-redis-server; long TTLs in the main machine, and a small machine with real
-1-second TTLs and one ~1.05 s wait per example), SQLite, PostgreSQL and
-MariaDB. ``PLOY_MODEL_EXAMPLES`` sets the examples per backend (default
-500; the Redis TTL machine runs a twentieth of that, at least 20). Runs are
+One machine per backend: memory:// and the SQLite cache (TTLs on a fake
+clock), Redis (a private redis-server; long TTLs in the main machine), a
+small machine with real 1-second TTLs and one ~1.05 s wait per example on
+Redis and on the SQLite cache, and State on SQLite, PostgreSQL and MariaDB.
+``PLOY_MODEL_EXAMPLES`` sets the examples per backend (default 500; the
+real-TTL machines run a twentieth of that, at least 20). Runs are
 derandomized, so a failure reproduces on every run; each test prints, and
 records as a ``ploy_figure`` user property, the number of examples it ran.
 """
@@ -42,7 +43,7 @@ from hypothesis.stateful import (
 )
 
 from flask_ploy import Cache
-from flask_ploy.cache import MemoryBackend, RedisBackend
+from flask_ploy.cache import MemoryBackend, RedisBackend, SQLiteBackend
 
 from . import servers
 from .conftest import AppFactory, _state_url, worker_id
@@ -542,6 +543,45 @@ class MemoryModel(CacheModel):
 
 def test_model_memory(request: pytest.FixtureRequest) -> None:
     _run(MemoryModel, EXAMPLES, request)
+
+
+class SQLiteModel(CacheModel):
+    """The SQLite cache on a fake clock: one file, emptied before every example."""
+
+    name = "sqlite"
+    ttl_options = MemoryModel.ttl_options
+    backend: SQLiteBackend | None = None
+
+    def make(self) -> Cache:
+        backend = type(self).backend
+        assert backend is not None
+        backend.clock = self.clock
+        backend.clear("")
+        return Cache("CACHE", "model", backend, prefix="ploy")
+
+
+def test_model_sqlite(request: pytest.FixtureRequest, tmp_path: Any) -> None:
+    backend = SQLiteBackend(f"sqlite:///{tmp_path}/model.sqlite3")
+    try:
+        machine = type("SQLite_sqlite", (SQLiteModel,), {"backend": backend})
+        _run(machine, EXAMPLES, request)
+    finally:
+        backend.close()
+
+
+def test_model_sqlite_real_ttls(request: pytest.FixtureRequest, tmp_path: Any) -> None:
+    """Real 1-second TTLs on the SQLite cache (its expiry runs on Unix time)."""
+    backend = SQLiteBackend(f"sqlite:///{tmp_path}/model.sqlite3")
+
+    def make(self: CacheModel) -> Cache:
+        backend.clear("")
+        return Cache("CACHE", "model", backend, prefix="ploy")
+
+    attrs = {"name": "sqlite-ttl", "make": make, "ttl_options": (None, 1, 1), "fake": False}
+    try:
+        _run(type("SQLite_ttl", (RedisTTLModel,), attrs), TTL_EXAMPLES, request)
+    finally:
+        backend.close()
 
 
 def _redis_machine(

@@ -50,7 +50,7 @@ from flask import g
 
 
 def test_each_test_gets_empty_isolated_bindings(app, ploy, ploy_env):
-    assert ploy_env.CACHE.backend.display_url == "memory://"
+    assert ploy_env.CACHE.backend.display_url.endswith("/cache.sqlite3?synchronous=off")
     url = ploy.state_store("STATE", app).display_url
     assert url.startswith("sqlite:///") and url.endswith("/state.sqlite3")
     assert "configured" not in url
@@ -114,7 +114,7 @@ def app(app):
 
 def test_the_active_context_gets_the_isolated_env(app, ploy_env):
     assert ploy_env is g.env
-    assert g.env.CACHE.backend.display_url == "memory://"
+    assert g.env.CACHE.backend.display_url.endswith("/cache.sqlite3?synchronous=off")
     g.env.STATE.set("x", "1")
     assert app.test_client().get("/get/STATE/x").json["value"] == "1"
 """
@@ -138,7 +138,7 @@ def _push_request_context(request):
 
 def test_pytest_flask_style_context(app, ploy_env):
     assert ploy_env is g.env
-    assert g.env.CACHE.backend.display_url == "memory://"
+    assert g.env.CACHE.backend.display_url.endswith("/cache.sqlite3?synchronous=off")
     ploy_env.STATE.set("y", "2")
     client = app.test_client()
     client.post("/set/STATE/z/3")
@@ -167,7 +167,7 @@ def app(tmp_path):
 
 def test_db_and_cache_client_are_replaced_too(app, ploy, ploy_env):
     assert ploy.state_store("STATE", app).display_url.startswith("sqlite:///")
-    assert ploy_env.CACHE.backend.display_url == "memory://"
+    assert ploy_env.CACHE.backend.display_url.endswith("/cache.sqlite3?synchronous=off")
     ploy_env.STATE.set("a", "b")
     assert ploy_env.STATE.get("a") == "b"
 

@@ -146,6 +146,11 @@ def view() -> dict[str, str | int | None]:
     page = e.STATE.list("user:", limit=10)
     for key, value in e.STATE.items("user:"):
         print(key.upper(), value.upper())
+    report: str = e.CACHE.get_or_set("report", lambda: "{}", ttl=600, lock_timeout=5.0)
+    left: int | None = e.CACHE.ttl("report")
+    gone: int = e.CACHE.delete_many(["a", "b"]) + e.CACHE.count()
+    if "report" in e.CACHE and e.CACHE.has("report") and e.CACHE.touch("report", 60):
+        print(report, left, gone)
     return {"name": name, "hits": hits, "first": page.keys[0] if page.keys else None}
 """
 
@@ -164,6 +169,7 @@ def view() -> int:
     e.CACHE.set("k", "v", ttl="60")
     e.STATE.replace("k", None, 5)
     s: str = e.STATE.transact(lambda tx: tx.incr("n"))
+    e.CACHE.get_or_set("k", lambda: 42)
     return e.CACHE.get("k") + 1
 """
 
@@ -219,7 +225,8 @@ def test_mypy_strict_checks_code_using_the_module(tmp_path: Path) -> None:
         12: 'Argument "ttl" to "set" of "CacheBinding" has incompatible type "str"',
         13: 'Argument 3 to "replace" of "StateBinding" has incompatible type "int"; expected "str"',
         14: 'Incompatible types in assignment (expression has type "int", variable has type "str")',
-        15: 'Unsupported operand types for + ("None" and "int")',
+        15: 'Argument 2 to "get_or_set" of "CacheBinding" has incompatible type',
+        16: 'Unsupported operand types for + ("None" and "int")',
     }
     assert sorted(by_line) == sorted(expected), stdout
     for line, message in expected.items():

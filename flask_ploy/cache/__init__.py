@@ -11,8 +11,10 @@ prefix nor a resource name may contain ``:``, so no key of one resource or
 app can name another's.
 
 Modules: :mod:`~flask_ploy.cache.base` (interface, registry, breaker),
-``memory``, ``redis``, ``redis_sentinel``, ``redis_cluster`` (one backend
-each) and ``binding`` (:class:`Cache`).
+``memory``, ``sqlite`` (with ``sqlite_sql``), ``redis``, ``redis_sentinel``,
+``redis_cluster`` (one backend each), ``policy`` (the failure policy),
+``binding`` (:class:`Cache`), ``flight`` (what ``get_or_set`` stores and
+decides) and ``cached`` (``@ploy.cached``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .memory import MemoryBackend
 from .redis import RedisBackend, backend_for_client
 from .redis_cluster import RedisClusterBackend
 from .redis_sentinel import RedisSentinelBackend
+from .sqlite import SQLiteBackend
 
 #: URL scheme -> backend class. Filled by :class:`CacheBackend` subclasses.
 SCHEMES = base.SCHEMES
@@ -44,6 +47,7 @@ __all__ = [
     "RedisBackend",
     "RedisClusterBackend",
     "RedisSentinelBackend",
+    "SQLiteBackend",
     "backend_for_client",
     "make_backend",
 ]

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from .._urls import redact_url
 from ..errors import CacheUnavailable, PloyConfigError
+from .flight import Flights
 from .pending import PendingDeletes
 
 log = logging.getLogger("flask_ploy.cache")
@@ -32,8 +33,9 @@ LOG_INTERVAL = 10.0
 
 #: What an exception means (:meth:`CacheBackend.classify`): ``"down"`` the
 #: server is unreachable or timed out (opens the breaker); ``"error"`` it
-#: answered with an error; ``"busy"`` no free connection in the local pool
-#: (not the server's fault: neither a failure nor a reason to open the breaker).
+#: answered with an error; ``"busy"`` no free connection in the local pool,
+#: or a SQLite file locked by another connection past the wait (not the
+#: server's fault: neither a failure nor a reason to open the breaker).
 Fault = Literal["down", "error", "busy"]
 
 #: :meth:`Breaker.admit` results.
@@ -115,7 +117,8 @@ class Breaker:
         self.failures = 0
         #: Operations not tried because the breaker was open.
         self.skipped = 0
-        #: Operations that found no free connection in the local pool in time.
+        #: Operations that found no free pooled connection (or, on SQLite, the
+        #: file's write lock) in time.
         self.busy = 0
         self._probe = threading.Lock()
         self._next_log = 0.0
@@ -170,8 +173,8 @@ class Breaker:
         now = time.monotonic()
         if fault == "busy":
             self.busy += 1
-            reason = f"cache backend {self.name}: no free connection for {op}: {exc}"
-            after = " (the pool is full; not counted as a failure of the server)"
+            reason = f"cache backend {self.name} was busy for {op}: {exc}"
+            after = " (a full pool or a held lock: not counted as a failure of the server)"
         else:
             self.failures += 1
             if fault == "down" and self.cooldown > 0:
@@ -255,6 +258,8 @@ class CacheBackend:
         #: bindings then take their careful path (one attribute on the hot path).
         self.degraded = False
         self._degraded_lock = threading.Lock()
+        #: The keys this process's threads are computing (``get_or_set``).
+        self.flights = Flights()
         _backends.add(self)
 
     @classmethod
@@ -275,6 +280,7 @@ class CacheBackend:
         """Replace every lock (called in a forked child)."""
         self._degraded_lock = threading.Lock()
         self.pending.reset_lock()
+        self.flights.reset_lock()
         for breaker in self.breakers():
             breaker.reset_lock()
 
@@ -299,7 +305,7 @@ class CacheBackend:
 
     @property
     def busy(self) -> int:
-        """Operations that found no free pooled connection in time."""
+        """Operations that found no free pooled connection (or lock) in time."""
         return sum(b.busy for b in self.breakers())
 
     def classify(self, exc: BaseException) -> Fault:
@@ -359,6 +365,37 @@ class CacheBackend:
     def set_many(self, items: list[tuple[str, str]], ttl: int | None) -> None:
         raise NotImplementedError
 
+    def delete_many(self, keys: list[str]) -> int:
+        """Delete *keys* (distinct); return how many were present and unexpired."""
+        return sum(self.delete(key) for key in keys)
+
+    def has(self, key: str) -> bool:
+        """Whether *key* is present and unexpired."""
+        return self.get(key) is not None
+
+    def ttl(self, key: str) -> float | None:
+        """Seconds until *key* expires (more than 0); ``None`` if it never
+        does; ``0.0`` if it is missing or expired."""
+        raise NotImplementedError
+
+    def touch(self, key: str, ttl: int | None) -> bool:
+        """Make *key* expire *ttl* seconds from now (``None``: never), keeping
+        its value; return whether it was present and unexpired."""
+        raise NotImplementedError
+
+    def lock(self, key: str, token: str, seconds: float) -> bool:
+        """Store *token* under *key* for *seconds* (a fraction allowed) only
+        if *key* is absent or expired, atomically; return whether stored."""
+        raise NotImplementedError
+
+    def unlock(self, key: str, token: str) -> bool:
+        """Delete *key* only if it holds *token*, atomically; return whether deleted."""
+        raise NotImplementedError
+
+    def count(self, prefix: str) -> int:
+        """The number of unexpired keys starting with *prefix* (tests, CLI)."""
+        raise NotImplementedError
+
     def clear(self, prefix: str) -> int:
         """Delete every key starting with *prefix*; return how many (tests, CLI)."""
         raise NotImplementedError
@@ -382,9 +419,9 @@ def make_backend(
 
     Opens no connection: the first operation does.
 
-    :param max_entries: ``memory://`` only: the most entries kept.
-    :param max_bytes: ``memory://`` only: the most bytes kept (default: the
-        backend's own, 64 MiB).
+    :param max_entries: ``memory://`` and ``sqlite:`` only: the most entries kept.
+    :param max_bytes: ``memory://`` and ``sqlite:`` only: the most bytes kept
+        (default: the backend's own, 64 MiB).
     :raises PloyConfigError: The scheme is unknown or the URL is malformed.
     """
     if not isinstance(url, str):

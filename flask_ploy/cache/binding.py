@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import secrets
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import Any, TypeVar
 
 from .._validate import (
+    MAX_TTL,
     check_amount,
     check_key,
     check_keys,
@@ -15,27 +17,41 @@ from .._validate import (
     check_ttl,
     check_value,
 )
-from ..errors import CacheUnavailable
-from .base import CacheBackend, Unavailable
+from .base import CacheBackend
+from .flight import (
+    BETA,
+    FAR,
+    LOCK_TIMEOUT,
+    MARK,
+    POLL_FIRST,
+    POLL_MAX,
+    check_flight,
+    early,
+    lock_key,
+    unwrap,
+    wrap,
+)
+from .policy import Policy
 
-T = TypeVar("T")
 
-
-class Cache:
+class Cache(Policy):
     """The Cache binding: ``g.env.CACHE``. Ephemeral, best-effort strings.
 
     Keys are non-empty ``str`` of at most ``PLOY_MAX_KEY_BYTES`` (512) bytes
     in UTF-8; values are ``str`` of at most ``PLOY_MAX_VALUE_BYTES``. A
     ``ttl`` is whole seconds from 1 to 100 years (``int`` or
-    :class:`~datetime.timedelta`); ``None`` keeps the entry until it is
-    overwritten or evicted.
+    :class:`~datetime.timedelta`); ``None`` means ``PLOY_CACHE_DEFAULT_TTL``,
+    which is no expiry unless set: the entry stays until it is overwritten
+    or evicted.
 
-    When the backend fails, ``get``/``get_many`` return misses and
-    ``set``/``set_many``/``delete`` are not done (logged and counted),
-    unless ``PLOY_CACHE_ON_ERROR = "raise"``, which raises
-    :class:`~flask_ploy.CacheUnavailable`. ``incr`` and ``add`` always raise
-    it. Bad arguments raise :class:`TypeError` or :class:`ValueError` and
-    write nothing.
+    When the backend fails, ``get``/``get_many`` return misses, ``has`` and
+    ``touch`` ``False``, ``ttl`` ``0``, and ``set``/``set_many``/``delete``/
+    ``delete_many`` are not done (logged and counted), unless
+    ``PLOY_CACHE_ON_ERROR = "raise"``, which raises
+    :class:`~flask_ploy.CacheUnavailable`. ``incr``, ``add`` and ``count``
+    always raise it; ``get_or_set`` never does (it computes the value). Bad
+    arguments raise :class:`TypeError` or :class:`ValueError` and write
+    nothing.
 
     A ``delete``, ``set`` or ``set_many`` that fails is not forgotten: its
     keys are remembered in this process (10,000 per backend) and deleted on
@@ -45,16 +61,7 @@ class Cache:
     whole resource is cleared when the server answers again.
     """
 
-    __slots__ = (
-        "_key_chars",
-        "_max_key",
-        "_max_value",
-        "_namespace",
-        "_raise",
-        "backend",
-        "name",
-        "resource",
-    )
+    __slots__ = ("_default_ttl", "_key_chars", "_max_key", "_max_value", "resource")
 
     def __init__(
         self,
@@ -66,158 +73,24 @@ class Cache:
         max_key_bytes: int = 512,
         max_value_bytes: int = 25 * 1024 * 1024,
         on_error: str = "miss",
+        default_ttl: int | None = None,
     ) -> None:
-        #: The binding name from ``ploy.yaml`` (``CACHE``).
-        self.name = name
+        super().__init__(name, backend, f"{prefix}:{resource}:", on_error)
         #: The resource name from ``ploy.yaml`` (``default``).
         self.resource = resource
-        #: The :class:`CacheBackend` shared by bindings on the same URL.
-        self.backend = backend
-        self._namespace = f"{prefix}:{resource}:"
         self._max_key = max_key_bytes
         self._key_chars = max_key_bytes // 4  # a key of up to this many chars always fits
         self._max_value = max_value_bytes
-        self._raise = on_error == "raise"
+        self._default_ttl = check_ttl(default_ttl)
 
     def __repr__(self) -> str:
         return (
             f"<Cache {self.name} resource={self.resource!r} backend={self.backend.display_url!r}>"
         )
 
-    # -- failure policy ---------------------------------------------------
-
-    def _policy(self, error: Unavailable, default: T, strict: bool) -> T:
-        """Raise :class:`CacheUnavailable`, or return *default* (a miss)."""
-        if self._raise or strict:
-            raise CacheUnavailable(error.reason) from error
-        return default
-
-    def _failed(
-        self,
-        op: str,
-        exc: BaseException,
-        default: T,
-        writes: Collection[str] = (),
-        strict: bool = False,
-    ) -> T:
-        """An operation failed outside the careful path: count, remember
-        *writes*, apply the policy."""
-        error = self.backend.record_failure(f"{self.name}.{op}", exc)
-        if writes:
-            self._remember(error, writes)
-        return self._policy(error, default, strict)
-
-    def _remember(self, error: Unavailable, writes: Collection[str]) -> None:
-        """Keep the invalidations *error* left undone: *writes*, or only the
-        keys it names (a Cluster ``set_many`` that failed on one node)."""
-        keys = writes if error.keys is None else error.keys
-        self.backend.remember(keys, self._namespace)
-
-    def _call(
-        self,
-        op: str,
-        default: T,
-        strict: bool,
-        fn: Callable[..., T],
-        *args: Any,
-        reads: Collection[str] = (),
-        writes: Collection[str] = (),
-    ) -> T:
-        """Run ``fn(*args)`` under the failure policy.
-
-        Every operation but ``get`` and ``set`` goes through here; those two
-        inline the same first lines. While the backend is healthy (breaker
-        closed, no invalidation pending) that is one flag and a call; else
-        :meth:`_careful` applies the breaker and the pending invalidations.
-
-        :param default: What a failure returns in ``"miss"`` mode.
-        :param strict: Raise :class:`CacheUnavailable` in every mode.
-        :param reads: Full keys whose pending invalidations must be applied
-            first; if one cannot be, *fn* is not called.
-        :param writes: Full keys *fn* overwrites or deletes: no longer
-            pending when it succeeds, pending when it fails.
-        """
-        backend = self.backend
-        if backend.degraded:
-            return self._careful(op, default, strict, fn, args, reads, writes)
-        try:
-            return fn(*args)
-        except backend.errors as exc:
-            return self._failed(op, exc, default, writes, strict)
-
-    def _careful(
-        self,
-        op: str,
-        default: T,
-        strict: bool,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        reads: Collection[str],
-        writes: Collection[str],
-    ) -> T:
-        """:meth:`_call` while the breaker is open or invalidations are pending."""
-        backend = self.backend
-        try:
-            result: T = backend.breaker.call(
-                f"{self.name}.{op}", backend.classify, backend.errors,
-                self._apply, fn, args, reads, writes,
-            )  # fmt: skip
-            return result
-        except Unavailable as error:
-            if writes:
-                self._remember(error, writes)
-            return self._policy(error, default, strict)
-        finally:
-            backend.update_degraded()
-
-    def _apply(
-        self,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        reads: Collection[str],
-        writes: Collection[str],
-    ) -> T:
-        """``fn(*args)``, after the pending invalidations of *reads*; forget
-        those of *writes* when it succeeds."""
-        pending = self.backend.pending
-        if not pending:
-            return fn(*args)
-        blocked = self._invalidate(reads)
-        if blocked:
-            raise Unavailable(
-                f"cache backend {self.backend.display_url}: {len(blocked)} pending"
-                f" invalidation(s) of {self.name} could not be applied",
-                keys=blocked,
-            )
-        before = pending.snapshot(writes)
-        result = fn(*args)
-        pending.discard(before)
-        return result
-
-    def _invalidate(self, reads: Collection[str]) -> list[str]:
-        """Apply the pending invalidations of *reads* (and, once per cooldown,
-        a batch of the others); return those of *reads* still pending.
-
-        If this resource lost track of its invalidations, it is cleared first
-        (tried once per cooldown; until then every key of *reads* is blocked).
-        """
-        backend = self.backend
-        pending = backend.pending
-        now = time.monotonic()
-        ns = self._namespace
-        if pending.lost(ns):
-            if not pending.due(ns, now, backend.cooldown):
-                return list(reads)
-            since = pending.seq
-            backend.clear(ns)
-            pending.cleared(ns, since)
-        todo = pending.snapshot(reads)
-        keys = {**pending.batch(), **todo} if pending.due("", now, backend.cooldown) else todo
-        if not keys:
-            return []
-        done = set(backend.delete_keys(list(keys)))
-        pending.discard({k: seq for k, seq in keys.items() if k in done})
-        return [k for k in todo if k not in done]
+    def __contains__(self, key: object) -> bool:
+        """``key in CACHE``: :meth:`has`."""
+        return self.has(key)  # type: ignore[arg-type]
 
     # -- operations -------------------------------------------------------
 
@@ -232,23 +105,29 @@ class Cache:
         backend = self.backend
         if backend.degraded:
             full = self._namespace + key
-            return self._careful("get", None, False, backend.get, (full,), (full,), ())
-        try:
-            return backend.get(self._namespace + key)
-        except backend.errors as exc:
-            return self._failed("get", exc, None)
+            value = self._careful("get", None, False, backend.get, (full,), (full,), ())
+        else:
+            try:
+                value = backend.get(self._namespace + key)
+            except backend.errors as exc:
+                return self._failed("get", exc, None)
+        if value is not None and value[:1] == MARK:
+            return unwrap(value)[0]
+        return value
 
     def set(self, key: str, value: str, ttl: int | timedelta | None = None) -> None:
         """Store *value* under *key*, replacing any value, for *ttl* seconds.
 
-        :param ttl: Whole seconds >= 1, or a timedelta; ``None`` for no expiry.
+        :param ttl: Whole seconds >= 1, or a timedelta; ``None``: the default
+            TTL (``PLOY_CACHE_DEFAULT_TTL``, by default no expiry).
         """
         if type(key) is not str or not key or len(key) > self._key_chars:
             check_key(key, self._max_key)
         if type(value) is not str or len(value) * 4 > self._max_value:
             check_value(value, self._max_value)
-        if ttl is not None:
-            ttl = check_ttl(ttl)
+        ttl = self._default_ttl if ttl is None else check_ttl(ttl)
+        if value[:1] == MARK:
+            value = wrap(value)  # read back exactly, not taken for an envelope
         backend = self.backend
         full = self._namespace + key
         if backend.degraded:
@@ -269,12 +148,47 @@ class Cache:
         full = self._namespace + key
         return self._call("delete", False, False, self.backend.delete, full, writes=(full,))
 
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove *keys* in one round trip (node by node on a Cluster); return
+        how many were present. Failures are as for :meth:`delete` (``0``)."""
+        full = [self._namespace + k for k in dict.fromkeys(check_keys(keys, self._max_key))]
+        if not full:
+            return 0
+        return self._call("delete_many", 0, False, self.backend.delete_many, full, writes=full)
+
+    def has(self, key: str) -> bool:
+        """Whether *key* is present and unexpired (also ``key in CACHE``);
+        ``False`` when the backend fails, unless ``PLOY_CACHE_ON_ERROR = "raise"``."""
+        check_key(key, self._max_key)
+        full = self._namespace + key
+        return self._call("has", False, False, self.backend.has, full, reads=(full,))
+
+    def ttl(self, key: str) -> int | None:
+        """Seconds until *key* expires, rounded up; ``None`` if it never
+        expires; ``0`` if it is missing (or the backend fails, unless
+        ``PLOY_CACHE_ON_ERROR = "raise"``)."""
+        check_key(key, self._max_key)
+        full = self._namespace + key
+        zero: float | None = 0.0
+        left = self._call("ttl", zero, False, self.backend.ttl, full, reads=(full,))
+        return None if left is None else math.ceil(left)
+
+    def touch(self, key: str, ttl: int | timedelta | None) -> bool:
+        """Give *key* a new TTL from now, keeping its value; return whether it
+        was present. ``ttl=None``: the default TTL, or no expiry if there is
+        none. ``False`` when the backend fails, unless ``"raise"``."""
+        check_key(key, self._max_key)
+        ttl = self._default_ttl if ttl is None else check_ttl(ttl)
+        full = self._namespace + key
+        return self._call("touch", False, False, self.backend.touch, full, ttl, reads=(full,))
+
     def incr(self, key: str, amount: int = 1, ttl: int | timedelta | None = None) -> int:
         """Add *amount* to the integer at *key* atomically; return the result.
 
         A missing key counts from 0. The value stays a decimal string that
-        :meth:`get` reads. *ttl* applies only when this call creates the key,
-        so ``incr(key, ttl=60)`` counts in fixed 60-second windows.
+        :meth:`get` reads. *ttl* (or the default TTL) applies only when this
+        call creates the key, so ``incr(key, ttl=60)`` counts in fixed
+        60-second windows.
 
         :raises ValueError: The value is not a decimal integer, or the result
             leaves the 64-bit range; the value is left unchanged.
@@ -283,7 +197,7 @@ class Cache:
         """
         check_key(key, self._max_key)
         amount = check_amount(amount)
-        ttl = check_ttl(ttl)
+        ttl = self._default_ttl if ttl is None else check_ttl(ttl)
         full = self._namespace + key
         try:
             return self._call("incr", 0, True, self.backend.incr, full, amount, ttl, reads=(full,))
@@ -297,7 +211,9 @@ class Cache:
         """
         check_key(key, self._max_key)
         check_value(value, self._max_value)
-        ttl = check_ttl(ttl)
+        ttl = self._default_ttl if ttl is None else check_ttl(ttl)
+        if value[:1] == MARK:
+            value = wrap(value)
         full = self._namespace + key
         return self._call("add", False, True, self.backend.add, full, value, ttl, reads=(full,))
 
@@ -310,32 +226,11 @@ class Cache:
         keys = check_keys(keys, self._max_key)
         ns = self._namespace
         values = self._call("get_many", None, False, self._read_many, [ns + k for k in keys])
-        return dict.fromkeys(keys) if values is None else dict(zip(keys, values))
-
-    def _read_many(self, full: list[str]) -> list[str | None]:
-        """``backend.get_many(full)``, with misses for the keys whose pending
-        invalidation cannot be applied, or (Cluster) whose node fails."""
-        backend = self.backend
-        blocked = set(self._invalidate(full)) if backend.pending else set()
-        wanted = [k for k in full if k not in blocked] if blocked else full
-        try:
-            values = backend.get_many(wanted)
-            failed: Unavailable | None = None
-        except Unavailable as exc:
-            if exc.values is None:
-                raise
-            values, failed = exc.values, exc
-        if failed is not None and self._raise:
-            raise failed
-        if not blocked:
-            return values
-        if self._raise:
-            raise Unavailable(
-                f"cache backend {backend.display_url}: {len(blocked)} pending"
-                f" invalidation(s) of {self.name} could not be applied"
-            )
-        found = dict(zip(wanted, values))
-        return [found.get(k) for k in full]
+        if values is None:
+            return dict.fromkeys(keys)
+        return {
+            k: unwrap(v)[0] if v is not None and v[:1] == MARK else v for k, v in zip(keys, values)
+        }
 
     def set_many(self, mapping: Mapping[str, str], ttl: int | timedelta | None = None) -> None:
         """Store every pair of *mapping*, each for *ttl* seconds, in one round trip.
@@ -344,10 +239,22 @@ class Cache:
         written if any key or value is invalid.
         """
         items = check_mapping(mapping, self._max_key, self._max_value)
-        ttl = check_ttl(ttl)
-        full = [(self._namespace + k, v) for k, v in items]
+        ttl = self._default_ttl if ttl is None else check_ttl(ttl)
+        ns = self._namespace
+        full = [(ns + k, wrap(v) if v[:1] == MARK else v) for k, v in items]
         writes = [k for k, _ in full]
         self._call("set_many", None, False, self.backend.set_many, full, ttl, writes=writes)
+
+    def count(self) -> int:
+        """The number of unexpired keys of this binding's resource.
+
+        Scans the keyspace on Redis (as :meth:`clear`): for tests and
+        maintenance, not for requests. Keys whose invalidation is still
+        pending in this process may be counted.
+
+        :raises CacheUnavailable: The backend failed (in every mode).
+        """
+        return self._call("count", 0, True, self.backend.count, self._namespace)
 
     def clear(self) -> int:
         """Delete every key of this binding's resource; return how many.
@@ -360,3 +267,168 @@ class Cache:
         n = self.backend.clear(self._namespace)
         pending.cleared(self._namespace, since)
         return n
+
+    # -- computed values ----------------------------------------------------
+
+    def get_or_set(
+        self,
+        key: str,
+        compute: Callable[[], str],
+        ttl: int | timedelta | None = None,
+        *,
+        lock_timeout: float = LOCK_TIMEOUT,
+        beta: float = BETA,
+    ) -> str:
+        """The value of *key*; on a miss, ``compute()``'s, stored for *ttl* seconds.
+
+        **One computation at a time**, across processes and machines: on a
+        miss, one caller takes a lock (on Redis ``SET NX PX`` with a random
+        token, released by a compare-and-delete script) and computes; the
+        others wait for its value, looking every few milliseconds, at most
+        *lock_timeout* seconds; then they compute it themselves. The lock
+        expires after *lock_timeout* seconds too, so a caller that dies
+        holding it delays the others at most that long.
+
+        **Early recomputation**: a hit close to its expiry is recomputed
+        early by one caller, while the others are served the value still
+        cached: with probability rising as the expiry nears, weighted by how
+        long the last computation took (Vattani et al., VLDB 2015). *beta*
+        above 1 recomputes earlier, below 1 later, ``0`` never.
+
+        **Best effort**: when the backend fails or its breaker is open,
+        *compute* runs and its value is returned, in either
+        ``PLOY_CACHE_ON_ERROR`` mode. When *compute* raises, nothing is
+        stored, the lock is released and the exception reaches the caller.
+
+        The duration of the computation and the expiry are stored with the
+        value, in front of it; :meth:`get` and :meth:`get_many` return the
+        value alone.
+
+        :param compute: Called without arguments; must return a ``str``
+            (``json.dumps`` structured data) of at most PLOY_MAX_VALUE_BYTES.
+        :param ttl: As for :meth:`set` (``None``: the default TTL).
+        :raises TypeError: *compute* is not callable, or returned no ``str``.
+        """
+        if type(key) is not str or not key or len(key) > self._key_chars:
+            check_key(key, self._max_key)
+        if not callable(compute):
+            raise TypeError(f"compute must be callable, not {type(compute).__name__}")
+        if ttl is None:
+            ttl = self._default_ttl
+        elif type(ttl) is not int or not 0 < ttl <= MAX_TTL:
+            ttl = check_ttl(ttl)
+        if lock_timeout != LOCK_TIMEOUT or beta != BETA:
+            lock_timeout, beta = check_flight(lock_timeout, beta)
+        full = self._namespace + key
+        backend = self.backend
+        if backend.degraded:
+            ok, raw = self._attempt("get", backend.get, full, reads=(full,))
+        else:
+            try:
+                raw, ok = backend.get(full), True
+            except backend.errors as exc:
+                raw, ok = None, False
+                self.backend.record_failure(f"{self.name}.get", exc)
+        if raw is not None:
+            if raw[:1] != MARK:
+                return raw
+            value, delta, expires = unwrap(raw)
+            if (
+                delta
+                and expires
+                and beta
+                and expires - time.time() <= FAR * delta * beta  # else early() is False
+                and early(delta, expires, beta)
+            ):
+                fresh = self._refresh(full, raw, compute, ttl, lock_timeout)
+                if fresh is not None:
+                    return fresh
+            return value
+        if not ok:
+            return _computed(compute)  # the backend is out: compute, store nothing
+        flights = backend.flights
+        flight, leader = flights.join(full)
+        if not leader:  # another thread of this process is filling it: wait for it
+            if not flight.landed.wait(lock_timeout):
+                return self._store(full, compute, ttl)  # waited long enough
+            if flight.value is not None:
+                return flight.value
+            return self._fill(full, compute, ttl, lock_timeout)  # it failed: try ourselves
+        filled: str | None = None
+        try:
+            filled = self._fill(full, compute, ttl, lock_timeout)
+            return filled
+        finally:
+            flights.land(full, flight, filled)
+
+    def _store(self, full: str, compute: Callable[[], str], ttl: int | None) -> str:
+        """Compute, and store the value with its duration and expiry."""
+        start = time.perf_counter()
+        value = _computed(compute)
+        delta = time.perf_counter() - start
+        check_value(value, self._max_value)
+        self._attempt("set", self.backend.set, full, wrap(value, delta, ttl, time.time()), ttl,
+                      writes=(full,))  # fmt: skip
+        return value
+
+    def _refresh(
+        self, full: str, old: str, compute: Callable[[], str], ttl: int | None, lock_timeout: float
+    ) -> str | None:
+        """Recompute early if no other caller is: the new value, or ``None``
+        (serve *old*, the stored string, meanwhile)."""
+        lock, token = lock_key(self._namespace, full[len(self._namespace) :]), _token()
+        _, got = self._attempt("lock", self.backend.lock, lock, token, lock_timeout)
+        if not got:
+            return None
+        try:
+            _, raw = self._attempt("get", self.backend.get, full, reads=(full,))
+            if raw is not None and raw != old:  # refreshed between our read and our lock
+                return unwrap(raw)[0]
+            return self._store(full, compute, ttl)
+        finally:
+            self._attempt("unlock", self.backend.unlock, lock, token)
+
+    def _fill(
+        self, full: str, compute: Callable[[], str], ttl: int | None, lock_timeout: float
+    ) -> str:
+        """A miss: compute under the lock, or wait for the caller who holds it."""
+        backend = self.backend
+        lock, token = lock_key(self._namespace, full[len(self._namespace) :]), _token()
+        deadline = time.monotonic() + lock_timeout
+        pause = POLL_FIRST
+        while True:
+            ok, got = self._attempt("lock", backend.lock, lock, token, lock_timeout)
+            if not ok:
+                return self._store(full, compute, ttl)  # no lock to be had: compute
+            if got:
+                try:
+                    _, raw = self._attempt("get", backend.get, full, reads=(full,))
+                    if raw is not None:  # stored between our miss and our lock
+                        return unwrap(raw)[0]
+                    return self._store(full, compute, ttl)
+                finally:
+                    self._attempt("unlock", backend.unlock, lock, token)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self._store(full, compute, ttl)  # waited long enough
+            time.sleep(min(pause, left))
+            pause = min(pause * 1.5, POLL_MAX)
+            _, raw = self._attempt("get", backend.get, full, reads=(full,))
+            if raw is not None:
+                return unwrap(raw)[0]
+
+
+def _computed(compute: Callable[[], str]) -> str:
+    value = compute()
+    if type(value) is not str:
+        if not isinstance(value, str):
+            raise TypeError(
+                f"compute must return a str, not {type(value).__name__}; serialize it first,"
+                " e.g. json.dumps(value)"
+            )
+        value = str(value)
+    return value
+
+
+def _token() -> str:
+    return secrets.token_hex(16)

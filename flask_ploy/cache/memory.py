@@ -168,6 +168,66 @@ class MemoryBackend(CacheBackend):
             for key, value in items:
                 self._put(key, value, expires)
 
+    def delete_many(self, keys: list[str]) -> int:
+        for key in keys:
+            key.encode()
+        with self._lock:
+            now = self.clock()
+            present = 0
+            for key in keys:
+                present += self._live(key, now) is not None
+                self._drop(key)
+            return present
+
+    def has(self, key: str) -> bool:
+        key.encode()
+        with self._lock:
+            item = self._data.get(key)
+            return item is not None and (item[1] is None or item[1] > self.clock())
+
+    def ttl(self, key: str) -> float | None:
+        key.encode()
+        with self._lock:
+            now = self.clock()
+            if self._live(key, now) is None:
+                return 0.0
+            expires = self._data[key][1]
+            return None if expires is None else expires - now
+
+    def touch(self, key: str, ttl: int | None) -> bool:
+        key.encode()
+        with self._lock:
+            now = self.clock()
+            value = self._live(key, now)
+            if value is None:
+                return False
+            self._data[key] = (value, None if ttl is None else now + ttl)
+            return True
+
+    def lock(self, key: str, token: str, seconds: float) -> bool:
+        with self._lock:
+            now = self.clock()
+            if self._live(key, now) is not None:
+                return False
+            self._put(key, token, now + seconds)
+            return True
+
+    def unlock(self, key: str, token: str) -> bool:
+        with self._lock:
+            if self._live(key, self.clock()) != token:
+                return False
+            self._drop(key)
+            return True
+
+    def count(self, prefix: str) -> int:
+        with self._lock:
+            now = self.clock()
+            return sum(
+                1
+                for k, (_, e) in self._data.items()
+                if k.startswith(prefix) and (e is None or e > now)
+            )
+
     def clear(self, prefix: str) -> int:
         with self._lock:
             doomed = [k for k in self._data if k.startswith(prefix)]

@@ -36,6 +36,21 @@ if created then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return redis.call('GET', KEYS[1])
 """
 
+#: Deletes the key only if it holds the caller's token: a lock released by its
+#: owner only, never by a caller whose lock expired and was taken by another.
+UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+#: Removes the expiry of an existing key; 1 if the key exists (PERSIST alone
+#: returns 0 for a key without expiry too).
+PERSIST = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('PERSIST', KEYS[1])
+return 1
+"""
+
 #: Exceptions of redis-py that mean the server failed (and flask-ploy's own
 #: :class:`~flask_ploy.cache.base.Unavailable`, already counted).
 REDIS_ERRORS: tuple[type[BaseException], ...] = (
@@ -152,7 +167,13 @@ class RedisBackend(CacheBackend):
         #: The redis-py client.
         self.client = client
         self.decoded = bool(client.get_encoder().decode_responses)
+        self.register_scripts(client)
+
+    def register_scripts(self, client: Any) -> None:
+        """Register the Lua scripts on *client* (their SHA1s; no round trip)."""
         self.incr_script = client.register_script(INCR_WITH_TTL)
+        self.unlock_script = client.register_script(UNLOCK)
+        self.persist_script = client.register_script(PERSIST)
 
     @classmethod
     def from_url(
@@ -249,6 +270,32 @@ class RedisBackend(CacheBackend):
         for key, value in items:
             pipe.set(key, value, ex=ttl)
         pipe.execute()
+
+    def delete_many(self, keys: list[str]) -> int:
+        return int(self.client.delete(*keys))
+
+    def has(self, key: str) -> bool:
+        return bool(self.client.exists(key))
+
+    def ttl(self, key: str) -> float | None:
+        ms = int(self.client.pttl(key))
+        if ms == -1:
+            return None
+        return 0.0 if ms < 0 else ms / 1000
+
+    def touch(self, key: str, ttl: int | None) -> bool:
+        if ttl is None:
+            return bool(self.persist_script(keys=[key]))
+        return bool(self.client.expire(key, ttl))
+
+    def lock(self, key: str, token: str, seconds: float) -> bool:
+        return bool(self.client.set(key, token, px=max(1, int(seconds * 1000)), nx=True))
+
+    def unlock(self, key: str, token: str) -> bool:
+        return bool(self.unlock_script(keys=[key], args=[token]))
+
+    def count(self, prefix: str) -> int:
+        return len(set(self.client.scan_iter(match=scan_pattern(prefix), count=1000)))
 
     def clear(self, prefix: str) -> int:
         n = 0

@@ -14,7 +14,6 @@ from .._urls import redact_url
 from ..errors import PloyConfigError
 from .base import Breaker, CacheBackend, Unavailable
 from .redis import (
-    INCR_WITH_TTL,
     REDIS_DEFAULTS,
     REDIS_ERRORS,
     RedisBackend,
@@ -145,7 +144,7 @@ class RedisClusterBackend(RedisBackend):
         self._connect_lock = threading.Lock()
         self._node_breakers: dict[str, Breaker] = {}
         if client is not None:
-            self.incr_script = client.register_script(INCR_WITH_TTL)
+            self.register_scripts(client)
 
     @property
     def client(self) -> Any:
@@ -162,7 +161,7 @@ class RedisClusterBackend(RedisBackend):
                 if client is None:
                     assert self._connect is not None
                     client = self._connect()
-                    self.incr_script = client.register_script(INCR_WITH_TTL)
+                    self.register_scripts(client)
                     self._client = client
             finally:
                 self._connect_lock.release()
@@ -213,6 +212,55 @@ class RedisClusterBackend(RedisBackend):
 
     def add(self, key: str, value: str, ttl: int | None) -> bool:
         return bool(self._on_node("add", key, super().add, key, value, ttl))
+
+    def has(self, key: str) -> bool:
+        return bool(self._on_node("has", key, super().has, key))
+
+    def ttl(self, key: str) -> float | None:
+        left: float | None = self._on_node("ttl", key, super().ttl, key)
+        return left
+
+    def touch(self, key: str, ttl: int | None) -> bool:
+        return bool(self._on_node("touch", key, super().touch, key, ttl))
+
+    def lock(self, key: str, token: str, seconds: float) -> bool:
+        return bool(self._on_node("lock", key, super().lock, key, token, seconds))
+
+    def unlock(self, key: str, token: str) -> bool:
+        return bool(self._on_node("unlock", key, super().unlock, key, token))
+
+    def delete_many(self, keys: list[str]) -> int:
+        """Node by node; keys of a failing node are not deleted (and remembered).
+
+        :raises Unavailable: A node failed (naming its keys).
+        """
+        deleted = 0
+        failed: list[str] = []
+        error: Unavailable | None = None
+        for name, group in self._by_node(keys).items():
+            commands = [("delete", k) for k in group]
+            try:
+                done = self.node_breaker(name).call(
+                    "delete_many", classify, REDIS_ERRORS, self._pipeline, commands
+                )
+            except Unavailable as exc:
+                failed += group
+                error = exc
+                continue
+            deleted += sum(int(n) for n in done)
+        if error is not None:
+            raise Unavailable(error.reason, keys=failed) from error
+        return deleted
+
+    def count(self, prefix: str) -> int:
+        """Scan every node; not tried while a node's breaker is open.
+
+        :raises Unavailable: A node's breaker is open.
+        """
+        down = [b.name for b in self._node_breakers.values() if b.open_until]
+        if down:
+            raise Unavailable(f"cache backend {', '.join(down)} unavailable; count not tried")
+        return len(set(self.client.scan_iter(match=scan_pattern(prefix), count=1000)))
 
     def get_many(self, keys: list[str]) -> list[str | None]:
         if not keys:

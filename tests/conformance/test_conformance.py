@@ -109,7 +109,7 @@ def _check(
     assert not missing, f"allowed differences never seen, so no longer tested: {missing}"
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
+@pytest.mark.parametrize("backend", conftest.CACHE_KINDS[:3])  # memory, sqlite, redis
 def test_cache_conforms(
     request: pytest.FixtureRequest, make_app: Any, ploy: emu.Emulator, backend: str
 ) -> None:

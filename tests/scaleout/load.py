@@ -36,7 +36,7 @@ import json, os
 from example_app import create_app
 
 def make():
-    return create_app(json.loads(os.environ["PLOY_SCALE_CONFIG"]))
+    return create_app(json.loads(os.environ["SCALEOUT_APP_CONFIG"]))
 """
 
 
@@ -44,7 +44,8 @@ def make():
 def serve(tmp_path: Path, config: dict[str, Any], workers: int = 2) -> Iterator[str]:
     """The example app with *config* under gunicorn; yields its base URL."""
     (tmp_path / "scaleapp.py").write_text(WRAPPER)
-    env = {"PLOY_SCALE_CONFIG": json.dumps(config), "PLOY_CACHE_URL": "", "PLOY_STATE_URL": ""}
+    # The config argument wins over FLASK_PLOY_* variables; none are set anyway.
+    env = {"SCALEOUT_APP_CONFIG": json.dumps(config)}
     with servers.gunicorn(tmp_path, env, "-w", str(workers), app="scaleapp:make()") as (base, _):
         yield base
 
