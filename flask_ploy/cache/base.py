@@ -400,6 +400,15 @@ class CacheBackend:
         """Delete every key starting with *prefix*; return how many (tests, CLI)."""
         raise NotImplementedError
 
+    def clear_step(self, prefix: str, cursor: int) -> int:
+        """One bounded step of clearing the keys starting with *prefix*:
+        start with *cursor* 0, call again with what it returns until that is
+        0. The default clears everything in one step; a backend whose
+        :meth:`clear` may take long (a scan of a big keyspace) does a slice
+        per step, so no single request pays for all of it."""
+        self.clear(prefix)
+        return 0
+
     def ping(self) -> None:
         """Round-trip to the backend; raise one of :attr:`errors` on failure."""
 

@@ -28,9 +28,12 @@ class PendingDeletes:
         self.limit = limit
         self._keys: dict[str, tuple[str, int]] = {}  # full key -> (namespace, seq)
         self._lost: dict[str, int] = {}  # namespace -> seq when marked
+        #: namespace -> (seq when its clear began, the clear's cursor)
+        self._clearing: dict[str, tuple[int, int]] = {}
         self._seq = 0
         self._next_try: dict[str, float] = {}  # "" (batches) or a namespace -> monotonic
         self._lock = threading.Lock()
+        self._stepping = threading.Lock()
 
     def __bool__(self) -> bool:
         return bool(self._keys or self._lost)
@@ -39,8 +42,9 @@ class PendingDeletes:
         return len(self._keys)
 
     def reset_lock(self) -> None:
-        """Replace the lock (in a forked child)."""
+        """Replace the locks (in a forked child)."""
         self._lock = threading.Lock()
+        self._stepping = threading.Lock()
 
     @property
     def seq(self) -> int:
@@ -92,6 +96,31 @@ class PendingDeletes:
     def lost(self, namespace: str) -> bool:
         """Whether *namespace* must be cleared before it is served."""
         return namespace in self._lost
+
+    def begin_step(self, namespace: str, now: float) -> tuple[int, int] | None:
+        """Start a step of the clear of lost *namespace*: ``(since, cursor)``,
+        the sequence number when the clear began and the cursor to go on from
+        (``0`` to begin); ``None`` while another thread steps, or during the
+        cooldown after a failed step. Then call :meth:`end_step`."""
+        if now < self._next_try.get(namespace, 0.0) or not self._stepping.acquire(blocking=False):
+            return None
+        return self._clearing.get(namespace) or (self._seq, 0)
+
+    def end_step(
+        self, namespace: str, since: int, cursor: int, retry_at: float | None = None
+    ) -> None:
+        """End the step begun by :meth:`begin_step`: it reached *cursor* (0:
+        the clear is done), or failed (then no step before *retry_at*)."""
+        try:
+            if retry_at is not None:
+                self._next_try[namespace] = retry_at
+            elif cursor:
+                self._clearing[namespace] = (since, cursor)
+            else:
+                self._clearing.pop(namespace, None)
+                self.cleared(namespace, since)
+        finally:
+            self._stepping.release()
 
     def cleared(self, namespace: str, since: int) -> None:
         """*namespace* was cleared on the server by a clear that began at

@@ -146,19 +146,28 @@ class Policy:
         """Apply the pending invalidations of *reads* (and, once per cooldown,
         a batch of the others); return those of *reads* still pending.
 
-        If this resource lost track of its invalidations, it is cleared first
-        (tried once per cooldown; until then every key of *reads* is blocked).
+        If this resource lost track of its invalidations, it is cleared first,
+        a bounded step per call (a ``SCAN`` of 1,000 keys on Redis; after a
+        failure, tried again once per cooldown); until the clear is done,
+        every key of *reads* is blocked.
         """
         backend = self.backend
         pending = backend.pending
         now = time.monotonic()
         ns = self._namespace
         if pending.lost(ns):
-            if not pending.due(ns, now, backend.cooldown):
+            step = pending.begin_step(ns, now)
+            if step is None:
                 return list(reads)
-            since = pending.seq
-            backend.clear(ns)
-            pending.cleared(ns, since)
+            since, cursor = step
+            try:
+                cursor = backend.clear_step(ns, cursor)
+            except BaseException:
+                pending.end_step(ns, since, cursor, retry_at=now + backend.cooldown)
+                raise
+            pending.end_step(ns, since, cursor)
+            if cursor:
+                return list(reads)
         todo = pending.snapshot(reads)
         keys = {**pending.batch(), **todo} if pending.due("", now, backend.cooldown) else todo
         if not keys:

@@ -307,6 +307,13 @@ class RedisBackend(CacheBackend):
                 batch = []
         return n + (int(self.client.delete(*batch)) if batch else 0)
 
+    def clear_step(self, prefix: str, cursor: int) -> int:
+        """One ``SCAN`` of about 1,000 keys, and a ``DELETE`` of those that match."""
+        cursor, keys = self.client.scan(cursor, match=scan_pattern(prefix), count=1000)
+        if keys:
+            self.client.delete(*keys)
+        return int(cursor)
+
     def ping(self) -> None:
         self.client.ping()
 
