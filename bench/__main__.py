@@ -293,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["groups"][name] = run_group(name, cfg)
             _log(f"{name} done in {time.monotonic() - t0:.0f} s")
     finally:
+        if have.get("redis"):
+            _harness.forget_redis_keys(args.redis_url, tag)
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
         else:

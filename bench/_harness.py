@@ -148,3 +148,17 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return out
+
+
+def forget_redis_keys(url: str, prefix: str) -> None:
+    """Delete the keys a run left on the Redis at *url* under *prefix*."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+        client.close()
+    except redis.RedisError:
+        pass  # no Redis, or it went away: nothing to clean

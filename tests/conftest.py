@@ -164,6 +164,26 @@ def make_app(tmp_path: Any) -> Iterator[AppFactory]:
     yield factory
     for app, ext in made:
         ext.app_bindings(app).close()
+        _forget_shared_redis_keys(app.config)
+
+
+def _forget_shared_redis_keys(config: Any) -> None:
+    """Delete what a test left on the shared Redis under its own key prefix,
+    passed or failed (the default prefix ``ploy`` is left alone: other
+    sessions may be using it)."""
+    prefix = config.get("PLOY_CACHE_KEY_PREFIX")
+    if config.get("PLOY_CACHE_URL") != servers.REDIS_URL or prefix in (None, "ploy"):
+        return
+    import redis
+
+    try:
+        client = redis.Redis.from_url(servers.REDIS_URL, socket_timeout=2)
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+        client.close()
+    except redis.RedisError:
+        pass  # the shared Redis is down: nothing to clean
 
 
 def clear_bindings(app: Flask) -> None:
