@@ -77,16 +77,16 @@ def test_the_lint_configuration_allows(snippet: str, tmp_path: Path) -> None:
 
 
 def test_config_reads_yaml_through_a_safeloader_subclass() -> None:
-    """The one ``yaml.load`` in the package is config.py's, with ``_Loader``."""
+    """The one ``yaml.load`` in the package is config/yamlfile.py's, with ``_Loader``."""
     loads = [
         (path.name, node)
         for path in sorted((ROOT / "flask_ploy").rglob("*.py"))
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
         if isinstance(node, ast.Call) and ast.unparse(node.func) in ("yaml.load", "load")
     ]
-    assert [name for name, _ in loads] == ["config.py"]
+    assert [name for name, _ in loads] == ["yamlfile.py"]
     loader = next(kw.value for kw in loads[0][1].keywords if kw.arg == "Loader")
-    tree = ast.parse((ROOT / "flask_ploy" / "config.py").read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / "flask_ploy" / "config" / "yamlfile.py").read_text(encoding="utf-8"))
     classes = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
     name = ast.unparse(loader)
     while name in classes:  # follow the bases up to yaml's own class
