@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -476,4 +477,20 @@ def test_a_pool_wait_that_times_out_is_a_miss_not_a_failure(make_app: Any, cache
         assert c.backend.busy == 1 and c.backend.failures == 0
         assert c.backend.breaker.open_until == 0 and not c.backend.degraded
         assert c.get("k") == "v"
+        # get_or_set while the pool is busy: a miss, not an outage, so the
+        # single flight holds (one computation in this process, not one per thread).
+        computed: list[int] = []
+
+        def compute() -> str:
+            computed.append(1)
+            return "report"
+
+        holder = threading.Thread(target=client.blpop, args=([held], 1.0))
+        holder.start()
+        time.sleep(0.1)
+        with ThreadPoolExecutor(4) as pool:
+            values = list(pool.map(lambda _: c.get_or_set("r", compute, ttl=60), range(4)))
+        holder.join()
+        assert values == ["report"] * 4 and len(computed) == 1, (values, computed)
+        assert c.backend.failures == 0 and c.backend.breaker.open_until == 0
         c.clear()

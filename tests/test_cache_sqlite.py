@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,35 @@ def test_a_held_write_lock_is_busy_not_an_outage(tmp_path: Path) -> None:
         holder.execute("ROLLBACK")
         holder.close()
     backend.close()
+
+
+def test_first_use_of_a_new_file_waits_for_its_set_up(tmp_path: Path) -> None:
+    """Another process holds a new file's lock past the URL's timeout while
+    8 threads make their first request: they wait for the set-up (WAL mode,
+    the schema) instead of each failing "busy" and computing on its own."""
+    path = tmp_path / "c.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # a rollback-journal file: nobody can even read
+    backend = SQLiteBackend(f"sqlite:///{path}?timeout=0.2")
+    cache = Cache("CACHE", "default", backend)
+    computed: list[int] = []
+
+    def compute() -> str:
+        computed.append(1)
+        time.sleep(0.1)
+        return "report"
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(cache.get_or_set, "r", compute, ttl=60) for _ in range(8)]
+            time.sleep(0.6)  # three times the timeout
+            holder.execute("ROLLBACK")
+            values = [f.result() for f in futures]
+        assert values == ["report"] * 8
+        assert len(computed) == 1 and backend.busy == 0, (computed, backend.busy)
+    finally:
+        holder.close()
+        backend.close()
 
 
 def test_a_file_that_cannot_be_opened_is_down(tmp_path: Path) -> None:

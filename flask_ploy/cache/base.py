@@ -65,6 +65,8 @@ class Unavailable(CacheUnavailable):
     :param keys: The full keys concerned, if only some of the operation's.
     :param values: What could be read anyway (``get_many`` on a Cluster
         with one shard down), in the order of the keys asked for.
+    :param fault: What the failure meant (:data:`Fault`), if known; a
+        refusal by an open breaker is ``"down"``.
     """
 
     def __init__(
@@ -73,11 +75,13 @@ class Unavailable(CacheUnavailable):
         *,
         keys: Collection[str] | None = None,
         values: list[str | None] | None = None,
+        fault: Fault | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.keys = keys
         self.values = values
+        self.fault = fault
 
 
 class Breaker:
@@ -164,7 +168,8 @@ class Breaker:
         """The error for *op*, refused by :meth:`admit`."""
         return Unavailable(
             f"cache backend {self.name} is unavailable"
-            f" (failed within the last {self.cooldown:g} s); {op} not tried"
+            f" (failed within the last {self.cooldown:g} s); {op} not tried",
+            fault="down",
         )
 
     def record(self, op: str, exc: BaseException, fault: Fault) -> Unavailable:
@@ -189,7 +194,7 @@ class Breaker:
             log.warning("%s%s%s", reason.replace("cache", "Cache", 1), after, more)
             self._next_log = now + LOG_INTERVAL
             self._unlogged = 0
-        return Unavailable(reason)
+        return Unavailable(reason, fault=fault)
 
     def call(
         self,

@@ -295,6 +295,10 @@ class Cache(Policy):
         long the last computation took (Vattani et al., VLDB 2015). *beta*
         above 1 recomputes earlier, below 1 later, ``0`` never.
 
+        A busy backend (no free pooled connection in time, a locked SQLite
+        file) is a miss here, not an outage: the lock still decides who
+        computes.
+
         **Best effort**: when the backend fails or its breaker is open,
         *compute* runs and its value is returned, in either
         ``PLOY_CACHE_ON_ERROR`` mode. When *compute* raises, nothing is
@@ -327,8 +331,10 @@ class Cache(Policy):
             try:
                 raw, ok = backend.get(full), True
             except backend.errors as exc:
-                raw, ok = None, False
-                self.backend.record_failure(f"{self.name}.get", exc)
+                # Busy (a full pool, a locked SQLite file) is not an outage:
+                # treat it as a miss, so the single flight still holds.
+                error = backend.record_failure(f"{self.name}.get", exc)
+                raw, ok = None, error.fault == "busy"
         if raw is not None:
             if raw[:1] != MARK:
                 return raw

@@ -35,6 +35,7 @@ from .sqlite_sql import (
     LIVE,
     SCHEMA,
     SET,
+    SETUP_TIMEOUT,
     TOUCH,
     TTL,
     UNLOCK,
@@ -125,6 +126,7 @@ class SQLiteBackend(CacheBackend):
         self._local = threading.local()
         self._conns: weakref.WeakSet[_Conn] = weakref.WeakSet()
         self._conns_lock = threading.Lock()
+        self._setup_lock = threading.Lock()
         self._ready = False  # the schema exists (checked once per process)
         self._full = False  # a write went past a bound: evict after it
         self._writes = 0
@@ -148,6 +150,7 @@ class SQLiteBackend(CacheBackend):
         _inherited.extend(self._conns)
         self._conns = weakref.WeakSet()
         self._conns_lock = threading.Lock()
+        self._setup_lock = threading.Lock()
         self._local = threading.local()
 
     def classify(self, exc: BaseException) -> Fault:
@@ -167,25 +170,30 @@ class SQLiteBackend(CacheBackend):
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
             raise sqlite3.OperationalError(f"unable to create {folder}: {exc}") from None
+        # A new connection reads the schema first, and a new file must be
+        # set up (WAL mode, the tables): both wait up to SETUP_TIMEOUT for
+        # other processes doing the same, so a burst of first requests on a
+        # new file is not a burst of "busy" misses. Then the URL's timeout.
         conn = sqlite3.connect(
-            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            self.path,
+            timeout=max(self.timeout, SETUP_TIMEOUT),
+            isolation_level=None,
+            check_same_thread=False,
         )
         try:
             # synchronous first: with OFF, switching a new file to WAL skips its fsync.
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
             if not self._ready:
-                with _transaction(conn):
-                    conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
-                self._ready = True
+                with self._setup_lock:  # this process's threads one at a time
+                    self._set_up(conn)
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
             conn.create_function("ploy_cache_full", 0, self._on_full)
             conn.execute(
                 "CREATE TEMP TRIGGER ploy_cache_bound AFTER UPDATE ON main.ploy_cache_meta"
                 f" WHEN new.entries > {int(self.max_entries)} OR new.bytes > {int(self.max_bytes)}"
                 " BEGIN SELECT ploy_cache_full(); END"
             )
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         except BaseException:
             conn.close()
             raise
@@ -194,6 +202,16 @@ class SQLiteBackend(CacheBackend):
         with self._conns_lock:
             self._conns.add(held)
         return held
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        """Put a new file in WAL mode and create the tables (once per process)."""
+        if self._ready:
+            return
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        with _transaction(conn):
+            conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
+        self._ready = True
 
     def _on_full(self) -> None:
         self._full = True

@@ -17,6 +17,10 @@ ENTRY_OVERHEAD = 48
 #: Default seconds an operation waits for another connection's write lock.
 DEFAULT_TIMEOUT = 0.5
 
+#: Seconds a process's first connection waits to set a new file up (WAL
+#: mode, the schema) while other processes do the same.
+SETUP_TIMEOUT = 5.0
+
 #: Bytes the write-ahead log may reach before a write empties it.
 WAL_LIMIT = 64 * 1024 * 1024
 
