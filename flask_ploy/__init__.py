@@ -28,14 +28,17 @@ from .errors import (
 )
 from .extension import FlaskPloy
 from .protocols import CacheBinding, StateBinding
-from .state import ListResult, State, Transaction
+from .state import Entry, EntryList, KeyInfo, ListResult, State, Transaction, ValueWithMetadata
 
 __all__ = [
     "Cache",
     "CacheBinding",
     "CacheUnavailable",
+    "Entry",
+    "EntryList",
     "Env",
     "FlaskPloy",
+    "KeyInfo",
     "ListResult",
     "PloyConfigError",
     "PloyError",
@@ -45,6 +48,7 @@ __all__ = [
     "StateUnavailable",
     "Transaction",
     "UnknownBinding",
+    "ValueWithMetadata",
 ]
 
 __version__ = "0.1.0"

@@ -1,7 +1,10 @@
 """The dump format of ``flask ploy state dump`` and ``load``: writer and reader.
 
 A dump is JSON Lines (one ``{"key": ..., "value": ...}`` object per line) or
-one JSON array of such objects, in UTF-8. :func:`write_dump` writes either;
+one JSON array of such objects, in UTF-8. A record may also hold
+``"metadata"`` (a JSON object of at most 1024 bytes) and ``"expiration"``
+(epoch seconds), present only when the key has them; dumps without them
+(flask-ploy 0.1) load as before. :func:`write_dump` writes either;
 :class:`DumpReader` reads either from a byte stream in chunks, checks every
 pair as it goes, and raises :class:`BadInput` naming the line of the first
 problem. Neither holds more than a page (writing) or a bounded element
@@ -19,6 +22,7 @@ from json.encoder import encode_basestring
 from typing import IO, Any, NoReturn
 
 from ._validate import check_key, check_value
+from .state.options import MAX_METADATA_BYTES, check_entry
 
 #: Bytes read from a load file at a time.
 CHUNK = 1 << 16
@@ -31,11 +35,31 @@ def json_row(key: str, value: str) -> str:
     return f'{{"key": {encode_basestring(key)}, "value": {encode_basestring(value)}}}'
 
 
+#: A record: ``(key, value)``, or ``(key, value, metadata, expiration)``.
+Record = tuple[str, str] | tuple[str, str, "dict[str, Any] | None", "float | None"]
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+
+
+def record(row: Record) -> str:
+    """One record of *row* as a line of JSON, ``metadata`` and ``expiration``
+    only when set."""
+    if len(row) == 2 or (row[2] is None and row[3] is None):
+        return json_row(row[0], row[1])
+    obj: dict[str, Any] = {"key": row[0], "value": row[1]}
+    if row[2] is not None:
+        obj["metadata"] = row[2]
+    if row[3] is not None:
+        obj["expiration"] = row[3]
+    return str(_dumps(obj))
+
+
 def write_dump(
-    rows: Iterator[tuple[str, str]], out: IO[bytes], fmt: str, update: Callable[[int], None]
+    rows: Iterator[Record], out: IO[bytes], fmt: str, update: Callable[[int], None]
 ) -> int:
-    """Write *rows* to *out* as ``jsonl`` or ``json`` (*fmt*), :data:`PAGE` rows
-    at a time, calling *update* with each page's length; return how many."""
+    """Write *rows* (``(key, value)`` or :class:`~flask_ploy.state.reads.Entry`)
+    to *out* as ``jsonl`` or ``json`` (*fmt*), :data:`PAGE` rows at a time,
+    calling *update* with each page's length; return how many."""
     n = 0
     sep = ",\n" if fmt == "json" else "\n"
     if fmt == "json":
@@ -44,7 +68,7 @@ def write_dump(
         page = list(itertools.islice(rows, PAGE))
         if not page:
             break
-        text = sep.join(json_row(k, v) for k, v in page)
+        text = sep.join(record(row) for row in page)
         if fmt == "json":
             text = ("\n" if n == 0 else ",\n") + text
         else:
@@ -76,7 +100,8 @@ def _json_type(obj: Any) -> str:
 
 
 class DumpReader:
-    """The ``(key, value)`` pairs of a dump in either format, read in chunks.
+    """The records of a dump in either format, read in chunks: ``(key, value)``,
+    or ``(key, value, metadata, expiration)`` when a record has either.
 
     The format is detected from the first character: ``[`` is a JSON array,
     ``{`` is JSON Lines. Every pair is checked as it is read; a bad one
@@ -113,13 +138,13 @@ class DumpReader:
             self._start = None
         self._started = False
         #: The longest line or array element a valid record can take, in bytes.
-        self.max_element = 6 * (max_key + max_value) + 4096
+        self.max_element = 6 * (max_key + max_value + MAX_METADATA_BYTES) + 4096
         self._previous: str | None = None
         self._in_order = True
         self._hashes = array.array("q")
         self._lines = array.array("q")
 
-    def __iter__(self) -> Iterator[tuple[str, str]]:
+    def __iter__(self) -> Iterator[Record]:
         if self._started:
             if self._start is None:
                 raise BadInput(
@@ -141,7 +166,7 @@ class DumpReader:
             self.progress(len(data))
             yield data
 
-    def _pairs(self) -> Iterator[tuple[str, str]]:
+    def _pairs(self) -> Iterator[Record]:
         chunks = self._chunks()
         head = b""
         for data in chunks:
@@ -204,7 +229,7 @@ class DumpReader:
                 )
             first[h] = line
 
-    def _jsonl(self, chunks: Iterable[bytes]) -> Iterator[tuple[tuple[str, str], int]]:
+    def _jsonl(self, chunks: Iterable[bytes]) -> Iterator[tuple[Record, int]]:
         line = 0
         parts: list[bytes] = []
         held = 0  # bytes of the unfinished line in parts
@@ -239,7 +264,7 @@ class DumpReader:
             " dump?"
         )
 
-    def _line(self, raw: bytes, line: int) -> tuple[str, str]:
+    def _line(self, raw: bytes, line: int) -> Record:
         try:
             obj = _decode_json(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
@@ -255,7 +280,7 @@ class DumpReader:
             raise BadInput(f"{self.name}, line {line}: JSON nested too deeply") from None
         return self._pair(obj, line)
 
-    def _json(self, chunks: Iterator[bytes]) -> Iterator[tuple[tuple[str, str], int]]:
+    def _json(self, chunks: Iterator[bytes]) -> Iterator[tuple[Record, int]]:
         text = _Text(chunks, self.name, self.max_element)
         text.expect("[")
         if text.peek() == "]":
@@ -273,7 +298,7 @@ class DumpReader:
         if text.peek() != "":
             text.fail("extra data after the closing ']'")
 
-    def _pair(self, obj: Any, line: int) -> tuple[str, str]:
+    def _pair(self, obj: Any, line: int) -> Record:
         # The common case in a few cheap checks: two short strings. A key of
         # at most max_key // 4 characters fits in max_key bytes of UTF-8.
         if type(obj) is dict and len(obj) == 2:
@@ -296,14 +321,15 @@ class DumpReader:
                     return key, value
         return self._checked_pair(obj, line)
 
-    def _checked_pair(self, obj: Any, line: int) -> tuple[str, str]:
+    def _checked_pair(self, obj: Any, line: int) -> Record:
         where = f"{self.name}, line {line}"
-        if type(obj) is not dict or obj.keys() != {"key", "value"}:
+        allowed = {"key", "value", "metadata", "expiration"}
+        if type(obj) is not dict or not {"key", "value"} <= obj.keys() <= allowed:
             if type(obj) is not dict:
                 problem = f"found {_json_type(obj)}"
             else:
                 missing = sorted({"key", "value"} - obj.keys())
-                extra = sorted(obj.keys() - {"key", "value"})
+                extra = sorted(obj.keys() - allowed)
                 problem = "; ".join(
                     ([f"missing {', '.join(map(repr, missing))}"] if missing else [])
                     + ([f"unexpected {', '.join(map(repr, extra))}"] if extra else [])
@@ -330,7 +356,14 @@ class DumpReader:
             check_value(value, self.max_value)
         except ValueError as exc:
             raise BadInput(f"{where}: {exc}") from None
-        return key, value
+        metadata, expiration = obj.get("metadata"), obj.get("expiration")
+        if metadata is None and expiration is None:
+            return key, value
+        try:
+            check_entry(key, metadata, expiration)
+        except (TypeError, ValueError) as exc:
+            raise BadInput(f"{where}: {exc}") from None
+        return key, value, metadata, None if expiration is None else float(expiration)
 
 
 class _Text:

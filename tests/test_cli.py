@@ -763,3 +763,59 @@ def test_the_environment_as_a_user_sets_it(tmp_path: Path) -> None:
     assert b"redis://:***@127.0.0.1:1/0" in right.stdout
     assert b"no effect" not in right.stdout + right.stderr
     assert b"s3cret" not in wrong.stdout + wrong.stderr + right.stdout + right.stderr
+
+
+# -- Ploy's put options on the command line -----------------------------------------
+
+
+def test_state_set_with_options_get_metadata_and_purge(state_app: Flask) -> None:
+    result = run(state_app, "state", "set", "STATE", "k", "v", "--metadata", '{"a": "é"}')
+    assert result.exit_code == 0, result.output
+    result = run(state_app, "state", "get", "STATE", "k", "--metadata")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"value": "v", "metadata": {"a": "é"}}
+    assert run(state_app, "state", "get", "STATE", "k").output == "v\n"
+    assert run(state_app, "state", "set", "STATE", "t", "v", "--ttl", "60").exit_code == 0
+    with state_app.app_context():
+        (entry,) = g.env.STATE.list_entries("t").entries
+        assert entry.expiration is not None
+    for bad, match in (
+        (["--metadata", "[1]"], "must be a JSON object"),
+        (["--metadata", "{"], "not JSON"),
+        (["--ttl", "0"], "0"),
+        (["--expires-at", "5"], "in the future"),
+        (["--ttl", "5", "--expires-at", "9999999999"], "not both"),
+    ):
+        result = run(state_app, "state", "set", "STATE", "k", "w", *bad)
+        assert result.exit_code == 2, (bad, result.output)
+        assert match in result.output, (bad, result.output)
+    assert run(state_app, "state", "get", "STATE", "k").output == "v\n"
+    result = run(state_app, "state", "purge", "STATE")
+    assert result.exit_code == 0, result.output
+    assert result.output == "Purged 0 keys from STATE.\n"
+
+
+def test_dump_carries_metadata_and_expiration_and_loads_them(state_app: Flask) -> None:
+    import time
+
+    far = time.time() + 3600
+    with state_app.app_context():
+        g.env.STATE.set("a", "1")
+        g.env.STATE.set("b", "2", metadata={"m": [1, 2]})
+        g.env.STATE.set("c", "3", expires_at=far)
+    result = run(state_app, "state", "dump", "STATE")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert lines == [
+        {"key": "a", "value": "1"},
+        {"key": "b", "value": "2", "metadata": {"m": [1, 2]}},
+        {"key": "c", "value": "3", "expiration": far},
+    ]
+    result = run(state_app, "state", "load", "USER_STATE", "-", input=result.output)
+    assert result.exit_code == 0, result.output
+    with state_app.app_context():
+        assert [tuple(e) for e in g.env.USER_STATE.entries()] == [
+            ("a", "1", None, None),
+            ("b", "2", {"m": [1, 2]}, None),
+            ("c", "3", None, far),
+        ]

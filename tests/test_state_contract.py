@@ -406,9 +406,7 @@ def _conflict(state_url: str) -> Exception:
     return pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock")
 
 
-def test_load_of_a_one_shot_iterator_is_never_half_retried(
-    state_env: Any, state_url: str
-) -> None:
+def test_load_of_a_one_shot_iterator_is_never_half_retried(state_env: Any, state_url: str) -> None:
     from flask_ploy import StateUnavailable
 
     s = state_env.STATE
@@ -459,3 +457,231 @@ def test_exceptions_that_are_not_the_databases_propagate_unchanged(state_env: An
         assert dict(s.items()) == {"keep": "me"}  # rolled back
     s.set("after", "ok")  # the connection is usable (or was replaced)
     assert s.get("after") == "ok"
+
+
+# -- Ploy's put options: metadata and expiry (@meetploy/types 1.18) -------------------
+
+
+def _write_expired(state: Any, key: str, value: str, metadata: str | None = None) -> None:
+    """Write a row of *key* that expired a second ago, with the dialect's own
+    ``put`` statement on the binding's connection (ttl is at least 1 s)."""
+    import time
+
+    from flask import current_app
+
+    store = current_app.extensions["ploy"].state_store(state.name)
+    dialect = store.dialect
+    enc = (lambda s: s.encode()) if dialect.binary else (lambda s: s)
+    cur = state.connection().cursor()
+    cur.execute(dialect.put, (state.resource, enc(key), enc(value), metadata, time.time() - 1))
+    cur.close()
+
+
+def test_set_with_metadata_and_get_with_metadata(state_env: Any) -> None:
+    s = state_env.STATE
+    meta = {"owner": "ann", "n": 3, "tags": ["a", "é"], "nested": {"ok": True, "x": None}}
+    s.set("k", "v", metadata=meta)
+    assert s.get("k") == "v"
+    assert s.get_with_metadata("k") == ("v", meta)
+    value, got = s.get_with_metadata("k")
+    assert (value, got) == ("v", meta)
+    assert s.get_with_metadata("missing") == (None, None)
+    s.set("k", "w")  # a set without options replaces the whole entry, as Ploy's put
+    assert s.get_with_metadata("k") == ("w", None)
+    s.put("p", "1", metadata={"a": 1})
+    assert s.get_with_metadata("p").metadata == {"a": 1}
+
+
+def test_get_of_a_list_is_get_many(state_env: Any) -> None:
+    s = state_env.STATE
+    s.set("a", "1")
+    s.set("b", "2", ttl=60)
+    assert s.get(["a", "b", "zz"]) == {"a": "1", "b": "2", "zz": None}
+    assert s.get(("a",)) == {"a": "1"}
+    assert s.get([]) == {}
+
+
+def test_list_entries_carry_metadata_and_expiration(state_env: Any) -> None:
+    import time
+
+    s = state_env.STATE
+    before = time.time()
+    s.set("a", "1", metadata={"m": 1})
+    s.set("b", "2", ttl=100)
+    s.set("c", "3", expires_at=before + 500.5, metadata={"m": 3})
+    s.set("d", "4")
+    page = s.list_entries(limit=2)
+    assert page.keys == ["a", "b"] and page.cursor == "b" and not page.list_complete
+    a, b = page.entries
+    assert (a.key, a.metadata, a.expiration) == ("a", {"m": 1}, None)
+    assert b.metadata is None and b.expiration is not None
+    assert before + 100 <= b.expiration <= time.time() + 100
+    rest = s.list_entries(cursor=page.cursor)
+    assert rest.list_complete and [tuple(e) for e in rest.entries] == [
+        ("c", {"m": 3}, before + 500.5),
+        ("d", None, None),
+    ]
+    assert s.list().keys == ["a", "b", "c", "d"]  # list keeps its shape: names only
+    assert tuple(next(s.entries())) == ("a", "1", {"m": 1}, None)
+
+
+def test_expired_keys_are_absent_from_every_read(state_env: Any) -> None:
+    s = state_env.STATE
+    s.set("live", "1")
+    _write_expired(s, "dead", "2", '{"m":1}')
+    _write_expired(s, "n", "5")
+    assert s.get("dead") is None
+    assert s.get_with_metadata("dead") == (None, None)
+    assert s.get_many(["dead", "live"]) == {"dead": None, "live": "1"}
+    assert s.list().keys == ["live"]
+    assert s.list_entries().keys == ["live"]
+    assert list(s.items()) == [("live", "1")]
+    assert [e.key for e in s.entries()] == ["live"]
+    assert s.count() == 1
+    assert s.update("dead", {"$set": {"a": 1}}) is None
+    assert s.replace("dead", "2", "3") is False
+    assert s.incr("n") == 1  # counts from 0, and the entry is a new one
+    assert s.get_with_metadata("n") == ("1", None)
+    assert s.add("dead", "new") is True
+    assert s.get_with_metadata("dead") == ("new", None)
+
+    def fn(tx: Any) -> Any:
+        return tx.get("gone"), tx.get_many(["gone"]), tx.list().keys
+
+    _write_expired(s, "gone", "x")
+    assert s.transact(fn) == (None, {"gone": None}, ["dead", "live", "n"])
+
+
+def test_ttl_expires_for_real(state_env: Any) -> None:
+    import time
+
+    s = state_env.STATE
+    s.set("short", "v", ttl=1, metadata={"a": 1})
+    s.set("long", "v", ttl=3600)
+    assert s.get("short") == "v"
+    time.sleep(1.1)
+    assert s.get("short") is None
+    assert s.get("long") == "v"
+    assert s.count() == 1
+    assert s.purge_expired() == 1  # the row was still there, invisible
+    assert s.purge_expired() == 0
+    assert s.get("long") == "v"
+
+
+def test_purge_expired_is_bounded_and_leaves_live_keys(state_env: Any) -> None:
+    s = state_env.STATE
+    s.set("keep", "1", ttl=3600)  # before: a write with an expiry may purge a batch itself
+    s.set("forever", "2")
+    for i in range(7):
+        _write_expired(s, f"d{i}", "x")
+    assert s.purge_expired(limit=3) == 3
+    assert s.purge_expired() == 4
+    assert sorted(k for k, _ in s.items()) == ["forever", "keep"]
+    with pytest.raises(ValueError, match="positive"):
+        s.purge_expired(limit=0)
+
+
+def test_writes_with_an_expiry_purge_a_bounded_batch(state_env: Any) -> None:
+    from flask import current_app
+
+    s = state_env.STATE
+    store = current_app.extensions["ploy"].state_store("STATE")
+    for i in range(3):
+        _write_expired(s, f"d{i}", "x")
+    store.purge_due(full=True)  # as after a full batch: the next expiring write purges
+    s.set("plain", "1")  # a write without an expiry never purges (the hot path)
+    assert s.purge_expired(limit=1) == 1
+    s.set("k", "v", ttl=60)
+    assert s.purge_expired() == 0
+    assert sorted(k for k, _ in s.items()) == ["k", "plain"]
+
+
+def test_incr_and_update_keep_metadata_and_expiry(state_env: Any) -> None:
+    s = state_env.STATE
+    s.set("n", "1", metadata={"kind": "counter"}, ttl=3600)
+    assert s.incr("n") == 2
+    assert s.get_with_metadata("n") == ("2", {"kind": "counter"})
+    s.set("doc", "{}", metadata={"kind": "doc"})
+    assert s.update("doc", {"$set": {"a": 1}}) == '{"a":1}'
+    assert s.get_with_metadata("doc") == ('{"a":1}', {"kind": "doc"})
+    assert s.replace("doc", '{"a":1}', "{}") is True  # a replace is a set
+    assert s.get_with_metadata("doc") == ("{}", None)
+    assert s.list_entries("n").entries[0].expiration is not None
+
+
+def test_transaction_writes_metadata_and_expiry(state_env: Any) -> None:
+    s = state_env.STATE
+    s.set("c", "1", metadata={"k": "c"})
+
+    def fn(tx: Any) -> None:
+        tx.set("a", "1", metadata={"x": 1}, ttl=3600)
+        tx.put("b", "2")
+        tx.incr("c")
+
+    s.transact(fn)
+    assert s.get_with_metadata("a") == ("1", {"x": 1})
+    assert s.list_entries("a").entries[0].expiration is not None
+    assert s.get_with_metadata("b") == ("2", None)
+    assert s.get_with_metadata("c") == ("2", {"k": "c"})
+
+
+BAD_OPTIONS = [
+    ({"metadata": ["not", "a", "dict"]}, TypeError, "metadata of 'k' must be a dict"),
+    ({"metadata": {"a": b"bytes"}}, TypeError, "metadata of 'k' is not JSON"),
+    ({"metadata": {"a": (1, 2)}}, TypeError, "would not come back"),
+    ({"metadata": {1: "int key"}}, TypeError, "would not come back"),
+    ({"metadata": {"a": float("nan")}}, ValueError, "metadata of 'k' is not JSON"),
+    ({"metadata": {"a": "x" * 1100}}, ValueError, "over the limit of 1024"),
+    ({"metadata": {"a": "\ud800"}}, ValueError, "metadata of 'k'"),
+    ({"ttl": 0}, ValueError, "set 'k': ttl must be at least 1"),
+    ({"ttl": -5}, ValueError, "at least 1"),
+    ({"ttl": 1.5}, TypeError, "ttl must be an int"),
+    ({"ttl": True}, TypeError, "ttl must be an int"),
+    ({"expires_at": 1.0}, ValueError, "set 'k': expires_at must be in the future"),
+    ({"expires_at": float("inf")}, ValueError, "in the future"),
+    ({"expires_at": "tomorrow"}, TypeError, "epoch seconds"),
+    ({"ttl": 10, "expires_at": 4e9}, ValueError, "not both"),
+]
+
+
+@pytest.mark.parametrize(("options", "exc", "match"), BAD_OPTIONS)
+def test_bad_options_raise_naming_the_key_and_write_nothing(
+    state_env: Any, options: dict[str, Any], exc: type[Exception], match: str
+) -> None:
+    s = state_env.STATE
+    s.set("k", "before", metadata={"m": 0})
+    with pytest.raises(exc, match=match):
+        s.set("k", "after", **options)
+    with pytest.raises(exc, match=match):
+        s.transact(lambda tx: tx.set("k", "after", **options))
+    assert s.get_with_metadata("k") == ("before", {"m": 0})
+
+
+def test_expires_at_takes_an_aware_datetime(state_env: Any) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    s = state_env.STATE
+    at = datetime.now(timezone.utc) + timedelta(hours=1)
+    s.set("k", "v", expires_at=at)
+    assert s.list_entries().entries[0].expiration == pytest.approx(at.timestamp())
+    with pytest.raises(TypeError, match="timezone-aware"):
+        s.set("k", "v", expires_at=datetime.now() + timedelta(hours=1))
+
+
+def test_load_and_entries_round_trip_metadata_and_expiry(state_env: Any) -> None:
+    import time
+
+    s = state_env.STATE
+    far = time.time() + 3600
+    n = s.load(
+        [("a", "1"), ("b", "2", {"m": 2}, None), ("c", "3", None, far), ("d", "4", None, 5.0)]
+    )
+    assert n == 3  # d had expired: skipped
+    assert [tuple(e) for e in s.entries()] == [
+        ("a", "1", None, None),
+        ("b", "2", {"m": 2}, None),
+        ("c", "3", None, far),
+    ]
+    with pytest.raises(TypeError, match="metadata of 'x'"):
+        s.load([("x", "1", ["no"], None)])
+    assert s.count() == 3

@@ -1,8 +1,9 @@
-"""``flask ploy state get|set|delete|list|dump|load``: one State binding."""
+"""``flask ploy state get|set|delete|list|dump|load|purge``: one State binding."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import stat
 import sys
@@ -40,25 +41,73 @@ def state_group() -> None:
 @state_group.command("get")
 @click.argument("binding")
 @click.argument("key")
-def state_get(binding: str, key: str) -> None:
-    """Print the value of KEY; exit 1 if it is not set."""
+@click.option(
+    "--metadata",
+    "with_metadata",
+    is_flag=True,
+    help='Print {"value": ..., "metadata": ...} as one line of JSON instead.',
+)
+def state_get(binding: str, key: str, with_metadata: bool) -> None:
+    """Print the value of KEY; exit 1 if it is not set (or expired)."""
     state = _state(binding)
     with reporting(), bad_argument("'KEY'"):
-        value = state.get(key)
+        value, metadata = state.get_with_metadata(key)
     if value is None:
         raise click.ClickException(f"{binding} has no key {key!r}")
-    click.echo(value)
+    if with_metadata:
+        click.echo(json.dumps({"value": value, "metadata": metadata}, ensure_ascii=False))
+    else:
+        click.echo(value)
+
+
+def _metadata(text: str | None) -> dict[str, object] | None:
+    """The ``--metadata`` option: a JSON object."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="'--metadata'") from None
+    if not isinstance(value, dict):
+        raise click.BadParameter("must be a JSON object ({...})", param_hint="'--metadata'")
+    return value
 
 
 @state_group.command("set")
 @click.argument("binding")
 @click.argument("key")
 @click.argument("value")
-def state_set(binding: str, key: str, value: str) -> None:
-    """Store VALUE under KEY (committed on return)."""
+@click.option("--metadata", default=None, help="A JSON object stored with the value.")
+@click.option(
+    "--ttl", type=click.IntRange(min=1), default=None, help="Expire after this many seconds."
+)
+@click.option("--expires-at", type=float, default=None, help="Expire at this time (epoch seconds).")
+def state_set(
+    binding: str,
+    key: str,
+    value: str,
+    metadata: str | None,
+    ttl: int | None,
+    expires_at: float | None,
+) -> None:
+    """Store VALUE under KEY (committed on return): no expiry unless asked."""
     state = _state(binding)
-    with reporting(), bad_argument("'KEY' or 'VALUE'"):
-        state.set(key, value)
+    meta = _metadata(metadata)
+    with reporting(), bad_argument("'KEY', 'VALUE' or an option"):
+        state.set(key, value, metadata=meta, ttl=ttl, expires_at=expires_at)
+
+
+@state_group.command("purge")
+@click.argument("binding")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="Stop after about this many."
+)
+def state_purge(binding: str, limit: int | None) -> None:
+    """Delete the rows of keys that have expired (already invisible to reads)."""
+    state = _state(binding)
+    with reporting():
+        n = state.purge_expired(limit=limit)
+    click.echo(f"Purged {n_keys(n)} from {binding}.")
 
 
 @state_group.command("delete")
@@ -126,7 +175,7 @@ def state_dump(binding: str, output: str, fmt: str) -> None:
         with progress(total, f"Dumping {binding}", show_pos=True) as update:
             if output == "-":
                 out = sys.stdout.buffer
-                n = write_dump(state.items(page_size=PAGE), out, fmt, update)
+                n = write_dump(state.entries(page_size=PAGE), out, fmt, update)
                 out.flush()
             else:
                 n = _dump_to_file(state, output, fmt, update)
@@ -142,7 +191,7 @@ def _dump_to_file(state: State, path: str, fmt: str, update: Callable[[int], Non
         raise click.ClickException(f"cannot write {path}: {exc}") from None
     try:
         with os.fdopen(fd, "wb") as out:
-            n = write_dump(state.items(page_size=PAGE), out, fmt, update)
+            n = write_dump(state.entries(page_size=PAGE), out, fmt, update)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

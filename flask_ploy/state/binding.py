@@ -13,26 +13,19 @@ that first used the binding, and hand any failure to
 
 from __future__ import annotations
 
-import builtins
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from threading import get_ident
-from typing import Any, TypeVar
+from time import time
+from typing import Any, TypeVar, overload
 
 from .. import _update
-from .._validate import (
-    check_amount,
-    check_key,
-    check_keys,
-    check_mapping,
-    check_value,
-    is_counter,
-    not_integer,
-)
-from ..errors import StateUnavailable
-from . import reads, transaction
+from .._validate import check_amount, check_key, check_value, is_counter, not_integer
+from . import transaction
+from .bulk import PURGE_BATCH, BulkOps
 from .connections import BadValue, Connections, after_fork
-from .reads import CHUNK, LIST_MAX, ListResult
+from .options import decode_metadata, encode_metadata, expiry
+from .reads import ValueWithMetadata
 from .store import StateStore
 from .transaction import Transaction
 
@@ -42,8 +35,8 @@ T = TypeVar("T")
 _bindings: weakref.WeakSet[State] = weakref.WeakSet()
 
 
-class State:
-    """The State binding: ``g.env.STATE``. Durable strings, no expiry.
+class State(BulkOps):
+    """The State binding: ``g.env.STATE``. Durable strings: no expiry unless asked.
 
     Keys are non-empty ``str`` of at most ``PLOY_MAX_KEY_BYTES`` (512)
     bytes in UTF-8; values are ``str`` of at most ``PLOY_MAX_VALUE_BYTES``.
@@ -53,6 +46,11 @@ class State:
     except :class:`~flask_ploy.StateInDoubt`: the connection broke after a
     write was sent, so it may have been applied. An operation waits at most
     ``PLOY_STATE_BUSY_TIMEOUT`` seconds for locks.
+
+    A key may carry metadata (a small JSON object) and an expiry, given to
+    :meth:`set` (Ploy's ``put`` options). An expired key is absent from
+    every read and every operation that reads (``add``, ``replace``,
+    ``incr``, ``update``, ``transact``); its row is purged later.
 
     One object exists per binding and app context. Each thread that uses it
     borrows a connection of its own on its first operation; all go back to
@@ -183,30 +181,84 @@ class State:
 
     # -- the seed API ---------------------------------------------------------
 
-    def get(self, key: str) -> str | None:
-        """Return the value of *key*, or ``None`` if it is not set."""
+    @overload
+    def get(self, key: str) -> str | None: ...
+    @overload
+    def get(self, key: list[str] | tuple[str, ...]) -> dict[str, str | None]: ...
+
+    def get(self, key: str | list[str] | tuple[str, ...]) -> str | dict[str, str | None] | None:
+        """Return the value of *key*, or ``None`` if it is not set (or expired).
+
+        Given a list (or tuple) of keys, return :meth:`get_many`'s
+        ``{key: value or None}``, as Ploy's ``get([keys])`` returns a ``Map``.
+        """
         if type(key) is not str or not key or len(key) > self._short_key:
+            if type(key) is list or type(key) is tuple:
+                return self.get_many(key)
             check_key(key, self._max_key)
         if self._thread != get_ident():
-            return self._run("get", lambda cur: self._get(cur, key), write=False)
+            return self._run("get", lambda cur: self._get(cur, key), write=False)  # type: ignore[arg-type]
         cur = self._cur
         try:
             if self._binary:
-                cur.execute(self._sql_get, (self.resource, key.encode()))
+                cur.execute(self._sql_get, (self.resource, key.encode()))  # type: ignore[union-attr]
                 row = cur.fetchone()
-                return None if row is None else self._str(row[0])
+                if row is None or (row[1] is not None and row[1] <= time()):
+                    return None
+                return self._str(row[0])
             cur.execute(self._sql_get, (self.resource, key))
             row = cur.fetchone()
         except BaseException as exc:
-            return self._recover(exc, "get", lambda cur: self._get(cur, key), write=False)
-        return None if row is None else row[0]
+            return self._recover(exc, "get", lambda cur: self._get(cur, key), write=False)  # type: ignore[arg-type]
+        if row is None or (row[1] is not None and row[1] <= time()):
+            return None
+        return row[0]  # type: ignore[no-any-return]
 
-    def set(self, key: str, value: str) -> None:
-        """Store *value* under *key*, replacing any value. Committed on return."""
+    def get_with_metadata(self, key: str) -> ValueWithMetadata:
+        """Return ``(value, metadata)`` of *key*: Ploy's ``getWithMetadata``.
+
+        Both ``None`` if *key* is not set (or expired); *metadata* is the
+        dict given to :meth:`set`, or ``None``.
+        """
+        check_key(key, self._max_key)
+
+        def body(cur: Any) -> ValueWithMetadata:
+            cur.execute(self._store.dialect.get_meta, (self.resource, self._key(key)))
+            row = cur.fetchone()
+            if row is None or (row[2] is not None and row[2] <= time()):
+                return ValueWithMetadata(None, None)
+            return ValueWithMetadata(self._str(row[0]), decode_metadata(row[1]))
+
+        return self._run("get_with_metadata", body, write=False)
+
+    def set(
+        self,
+        key: str,
+        value: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        ttl: Any = None,
+        expires_at: Any = None,
+    ) -> None:
+        """Store *value* under *key*, replacing the entry (value, metadata and
+        expiry). Committed on return. Ploy's ``set`` and ``put``.
+
+        :param metadata: A JSON object stored with the value (Ploy's
+            ``metadata``), at most 1024 bytes as JSON; read it with
+            :meth:`get_with_metadata` and :meth:`list_entries`.
+        :param ttl: Expire after this many seconds (Ploy's ``expirationTtl``):
+            an ``int`` from 1, or a whole-second ``timedelta``.
+        :param expires_at: Expire at this time (Ploy's ``expiration``): epoch
+            seconds or an aware ``datetime``, in the future.
+        :raises TypeError, ValueError: A bad argument (the message names the
+            key), or both *ttl* and *expires_at*. Nothing is written.
+        """
         if type(key) is not str or not key or len(key) > self._short_key:
             check_key(key, self._max_key)
         if type(value) is not str or len(value) * 4 > self._max_value:
             check_value(value, self._max_value)
+        if metadata is not None or ttl is not None or expires_at is not None:
+            return self._put(key, value, metadata, ttl, expires_at)
         if self._thread != get_ident():
             return self._run("set", lambda cur: self._set(cur, key, value), idempotent=True)
         cur = self._cur
@@ -218,15 +270,41 @@ class State:
         except BaseException as exc:
             self._recover(exc, "set", lambda cur: self._set(cur, key, value), write=True)
 
+    #: Ploy's name of :meth:`set`.
+    put = set
+
+    def _put(self, key: str, value: str, metadata: Any, ttl: Any, expires_at: Any) -> None:
+        """:meth:`set` with metadata or an expiry; a write with an expiry
+        purges a bounded batch of expired rows now and then."""
+        meta = encode_metadata(key, metadata)
+        exp = expiry(key, ttl, expires_at)
+        store = self._store
+        purge = exp is not None and store.purge_due()
+
+        def body(cur: Any) -> None:
+            row = (self.resource, self._key(key), self._key(value), meta, exp)
+            cur.execute(store.dialect.put, row)
+
+        self._run("set", body, idempotent=True)
+        if purge:
+            store.purge_due(full=self._purge(PURGE_BATCH) == PURGE_BATCH)
+
     def delete(self, key: str) -> bool:
-        """Remove *key*; return ``True`` if a value was removed."""
+        """Remove *key*; return ``True`` if a value was removed (an expired one too)."""
         check_key(key, self._max_key)
         return self._run("delete", lambda cur: self._delete(cur, key))
 
     def _get(self, cur: Any, key: str) -> str | None:
         cur.execute(self._store.dialect.get, (self.resource, self._key(key)))
         row = cur.fetchone()
-        return None if row is None else self._str(row[0])
+        if row is None or (row[1] is not None and row[1] <= time()):
+            return None
+        return self._str(row[0])
+
+    def _expire(self, cur: Any, k: Any) -> None:
+        """Delete the row of key *k* (encoded) if it has expired, so the
+        write that follows sees it absent."""
+        cur.execute(self._store.dialect.expire_one, (self.resource, k, time()))
 
     def _set(self, cur: Any, key: str, value: str) -> None:
         cur.execute(self._store.dialect.set, (self.resource, self._key(key), self._key(value)))
@@ -241,9 +319,10 @@ class State:
         """Add *amount* to the integer at *key* in the database; return the result.
 
         Atomic: concurrent calls from any number of processes never lose an
-        update. A missing key counts from 0; the value is stored as its
-        decimal string. Not idempotent: after :class:`~flask_ploy.StateInDoubt`,
-        read the value before trying again.
+        update. A missing (or expired) key counts from 0; the value is stored
+        as its decimal string, and a live key keeps its metadata and expiry.
+        Not idempotent: after :class:`~flask_ploy.StateInDoubt`, read the
+        value before trying again.
 
         :raises ValueError: The value is not a decimal integer, or the result
             leaves the 64-bit range. Nothing changes.
@@ -252,8 +331,9 @@ class State:
         amount = check_amount(amount)
 
         def body(cur: Any) -> Any:
-            dialect = self._store.dialect
-            return dialect.run_incr(cur, self.resource, self._key(key), amount)
+            dialect, k = self._store.dialect, self._key(key)
+            self._expire(cur, k)
+            return dialect.run_incr(cur, self.resource, k, amount)
 
         try:
             raw = self._run("incr", body, tx=self._store.dialect_class.incr_needs_tx)
@@ -271,6 +351,7 @@ class State:
 
         def body(cur: Any) -> bool:
             params = (self.resource, self._key(key), self._key(value))
+            self._expire(cur, params[1])
             return self._store.dialect.insert_if_absent(cur, params)
 
         return self._run("add", body)
@@ -281,9 +362,10 @@ class State:
         *ops* maps operators to ``{path: operand}``: ``$set``, ``$unset``,
         ``$inc`` (a number), ``$push`` (append to an array, created if
         missing) and ``$pop`` (``1`` removes the last element, ``-1`` the
-        first), applied in that order. As on Ploy, a missing key is left
-        missing. Returns the new value (compact JSON), or ``None`` when
-        *key* was missing.
+        first), applied in that order. As on Ploy, a missing (or expired)
+        key is left missing, and the key keeps its metadata and expiry.
+        Returns the new value (compact JSON), or ``None`` when *key* was
+        missing.
 
         :raises TypeError: *ops* is malformed.
         :raises ValueError: An unknown operator, a bad path, or a value that
@@ -298,7 +380,7 @@ class State:
             k = self._key(key)
             cur.execute(dialect.get_for_update, (self.resource, k))
             row = cur.fetchone()
-            if row is None:
+            if row is None or (row[1] is not None and row[1] <= time()):
                 return None
             doc = _update.apply_ops(_update.decode_object(self._str(row[0]), key), steps)
             new = _update.encode_object(doc)
@@ -315,7 +397,8 @@ class State:
         write can come between the comparison and the write. *expected*
         ``None`` means "absent" (insert only if missing, as :meth:`add`);
         values compare exactly (case, trailing spaces, NUL). When *expected*
-        equals *new*, it only reads. Not idempotent: after
+        equals *new*, it only reads. Like :meth:`set`, it leaves no metadata
+        and no expiry; an expired value counts as absent. Not idempotent: after
         :class:`~flask_ploy.StateInDoubt`, read the value before trying again.
 
         :raises TypeError: *expected* is neither ``str`` nor ``None``, or *new*
@@ -331,6 +414,7 @@ class State:
 
         def body(cur: Any) -> bool:
             dialect = self._store.dialect
+            self._expire(cur, k)
             if expected is None:
                 return dialect.insert_if_absent(cur, (self.resource, k, v))
             cur.execute(dialect.compare_and_set, (v, self.resource, k, self._key(expected)))
@@ -368,159 +452,6 @@ class State:
             return transaction.transact(label, self.resource, self._store, lease, fn)
         finally:
             self._remember(lease.cur)
-
-    # -- bulk operations ---------------------------------------------------------
-
-    def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:
-        """Return ``{key: value or None}`` for *keys*, read in one transaction."""
-        keys = check_keys(keys, self._max_key)
-        if not keys:
-            return {}
-        unique = list(dict.fromkeys(keys))
-
-        def body(cur: Any) -> dict[str, str]:
-            return reads.read_many(reads.rows_of(cur), self._store.dialect, self.resource, unique)
-
-        found = self._run("get_many", body, write=False, tx=len(unique) > CHUNK)
-        return {k: found.get(k) for k in keys}
-
-    def set_many(self, mapping: Mapping[str, str]) -> None:
-        """Store every pair of *mapping* in one transaction: all or nothing."""
-        items = check_mapping(mapping, self._max_key, self._max_value)
-        if not items:
-            return
-
-        def body(cur: Any) -> None:
-            rows = [(self.resource, self._key(k), self._key(v)) for k, v in items]
-            cur.executemany(self._store.dialect.set, rows)
-
-        self._run("set_many", body, tx=True, idempotent=True)
-
-    def delete_many(self, keys: Iterable[str]) -> int:
-        """Remove *keys* in one transaction; return how many were present."""
-        keys = check_keys(keys, self._max_key)
-        unique = list(dict.fromkeys(keys))
-        if not unique:
-            return 0
-
-        def body(cur: Any) -> int:
-            n = 0
-            for i in range(0, len(unique), CHUNK):
-                chunk = unique[i : i + CHUNK]
-                sql = self._store.dialect.delete_many(len(chunk))
-                cur.execute(sql, (self.resource, *(self._key(k) for k in chunk)))
-                n += cur.rowcount
-            return n
-
-        return self._run("delete_many", body, tx=True)
-
-    # -- listing -------------------------------------------------------------------
-
-    def list(
-        self, prefix: str = "", *, limit: int = LIST_MAX, cursor: str | None = None
-    ) -> ListResult:
-        """List keys starting with *prefix*, in ascending bytewise order.
-
-        ``%`` and ``_`` in *prefix* match themselves. Pass the returned
-        ``cursor`` back to get the next page; each key is seen exactly once.
-
-        :param limit: Keys per page, 1 to 1000.
-        :param cursor: The ``cursor`` of the previous page, or ``None``.
-        """
-        reads.check_list(prefix, limit, cursor)
-        rows = self._scan(prefix, cursor or None, limit + 1, values=False)
-        keys = [k for k, _ in rows[:limit]]
-        return ListResult(keys, keys[-1] if len(rows) > limit else None)
-
-    def _scan(
-        self, prefix: str, after: str | None, limit: int, *, values: bool
-    ) -> builtins.list[tuple[str, str | None]]:
-        """Up to *limit* ``(key, value)`` rows with *prefix*, after *after*."""
-
-        def body(cur: Any) -> builtins.list[tuple[str, str | None]]:
-            dialect = self._store.dialect
-            return reads.scan(
-                reads.rows_of(cur), dialect, self.resource, prefix, after, limit, values=values
-            )
-
-        return self._run("list", body, write=False)
-
-    def items(self, prefix: str = "", *, page_size: int = LIST_MAX) -> Iterator[tuple[str, str]]:
-        """Yield every ``(key, value)`` with *prefix* in key order, a page at a time.
-
-        Memory stays flat however many keys there are. Pages are read one
-        after another, not in one snapshot: a key written meanwhile may or
-        may not appear.
-        """
-        after: str | None = None
-        while True:
-            rows = self._scan(prefix, after, page_size, values=True)
-            yield from rows  # type: ignore[misc]
-            if len(rows) < page_size:
-                return
-            after = rows[-1][0]
-
-    def count(self) -> int:
-        """The number of keys in this binding's resource."""
-
-        def body(cur: Any) -> int:
-            cur.execute(self._store.dialect.count, (self.resource,))
-            return int(cur.fetchone()[0])
-
-        return self._run("count", body, write=False)
-
-    def load(
-        self, pairs: Iterable[tuple[str, str]], *, replace: bool = False, batch: int = 1000
-    ) -> int:
-        """Write *pairs* in one transaction; return how many.
-
-        With *replace*, the resource is emptied first, in the same
-        transaction. Any bad key or value (raised by the iterable or by the
-        checks) rolls everything back. A list is retried if the database
-        reports a lock conflict; a one-shot iterator (a generator, a file
-        reader) raises :class:`~flask_ploy.StateUnavailable` instead.
-        """
-        one_shot = isinstance(pairs, Iterator)  # a generator, say: cannot be read twice
-        runs = 0
-
-        def body(cur: Any) -> int:
-            nonlocal runs
-            runs += 1
-            if runs > 1 and one_shot:
-                # The database asked for a retry after part of the input was
-                # consumed; it was rolled back, and cannot be read again here.
-                raise StateUnavailable(
-                    f"state database {self._store.display_url}: {self.name}.load hit a lock"
-                    " conflict and was rolled back; nothing was written. Run it again."
-                )
-            dialect = self._store.dialect
-            if replace:
-                cur.execute(dialect.clear, (self.resource,))
-            n = 0
-            rows: builtins.list[tuple[Any, ...]] = []
-            for key, value in pairs:
-                check_key(key, self._max_key)
-                check_value(value, self._max_value)
-                rows.append((self.resource, self._key(key), self._key(value)))
-                if len(rows) >= batch:
-                    cur.executemany(dialect.set, rows)
-                    n += len(rows)
-                    rows = []
-            if rows:
-                cur.executemany(dialect.set, rows)
-                n += len(rows)
-            return n
-
-        return self._run("load", body, tx=True, idempotent=not replace and not one_shot)
-
-    def clear(self) -> int:
-        """Delete every key of this binding's resource; return how many."""
-
-        def body(cur: Any) -> int:
-            cur.execute(self._store.dialect.clear, (self.resource,))
-            return int(cur.rowcount)
-
-        return self._run("clear", body, tx=True)
 
 
 def _forget_after_fork() -> None:  # pragma: no cover - runs in forked children

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from .dialects import Dialect
+from .options import decode_metadata
 
 #: Rows per statement for bulk reads and deletes.
 CHUNK = 500
@@ -36,6 +37,72 @@ class ListResult:
 
     keys: list[str]
     cursor: str | None
+
+    @property
+    def list_complete(self) -> bool:
+        """``True`` when there are no more pages."""
+        return self.cursor is None
+
+
+class ValueWithMetadata(NamedTuple):
+    """What :meth:`State.get_with_metadata <flask_ploy.State.get_with_metadata>`
+    returns: Ploy's ``{value, metadata}``.
+
+    :ivar value: The value, or ``None`` if the key is not set (or expired).
+    :ivar metadata: The key's metadata (a dict), or ``None``.
+    """
+
+    value: str | None
+    metadata: dict[str, Any] | None
+
+
+class KeyInfo(NamedTuple):
+    """One key of :meth:`State.list_entries <flask_ploy.State.list_entries>`:
+    Ploy's ``{name, metadata, expiration}``.
+
+    :ivar key: The key (Ploy's ``name``).
+    :ivar metadata: Its metadata (a dict), or ``None``.
+    :ivar expiration: When it expires, in epoch seconds (a float), or ``None``.
+    """
+
+    key: str
+    metadata: dict[str, Any] | None
+    expiration: float | None
+
+
+class Entry(NamedTuple):
+    """One entry of :meth:`State.entries <flask_ploy.State.entries>` (and of a dump).
+
+    :ivar key: The key.
+    :ivar value: Its value.
+    :ivar metadata: Its metadata (a dict), or ``None``.
+    :ivar expiration: When it expires, in epoch seconds, or ``None`` (never).
+    """
+
+    key: str
+    value: str
+    metadata: dict[str, Any] | None
+    expiration: float | None
+
+
+@dataclass(frozen=True)
+class EntryList:
+    """One page of :meth:`State.list_entries <flask_ploy.State.list_entries>`:
+    Ploy's list result.
+
+    :ivar entries: The keys of this page with their metadata and expiry, in
+        ascending (bytewise) order.
+    :ivar cursor: Pass it back as ``cursor=`` for the next page; ``None``
+        when this is the last page.
+    """
+
+    entries: list[KeyInfo]
+    cursor: str | None
+
+    @property
+    def keys(self) -> list[str]:
+        """The keys of this page alone."""
+        return [e.key for e in self.entries]
 
     @property
     def list_complete(self) -> bool:
@@ -73,18 +140,32 @@ def decode(dialect: Dialect, raw: Any) -> str:
 
 
 def read_many(
-    rows: Rows, dialect: Dialect, resource: str, keys: Sequence[str], *, lock: bool = False
+    rows: Rows,
+    dialect: Dialect,
+    resource: str,
+    keys: Sequence[str],
+    now: float,
+    *,
+    lock: bool = False,
+    meta: dict[str, tuple[str | None, float | None]] | None = None,
 ) -> dict[str, str]:
-    """``{key: value}`` of those of *keys* (distinct) that are set.
+    """``{key: value}`` of those of *keys* (distinct) that are set and live at *now*.
 
     :param lock: Inside a transaction: the dialect's point-read locks.
+    :param meta: Filled with ``{key: (metadata JSON, expires_at)}`` of the
+        keys found, if given.
     """
     found: dict[str, str] = {}
     select = dialect.tx_select_many if lock else dialect.select_many
     for i in range(0, len(keys), CHUNK):
         chunk = keys[i : i + CHUNK]
-        for k, v in rows(select(len(chunk)), (resource, *(encode(dialect, k) for k in chunk))):
-            found[decode(dialect, k)] = decode(dialect, v)
+        got = rows(select(len(chunk)), (resource, *(encode(dialect, k) for k in chunk)))
+        for k, v, m, x in got:
+            if x is None or x > now:
+                key = decode(dialect, k)
+                found[key] = decode(dialect, v)
+                if meta is not None:
+                    meta[key] = (m, x)
     return found
 
 
@@ -97,10 +178,11 @@ def scan(
     limit: int,
     *,
     values: bool,
+    now: float,
     lock: bool = False,
 ) -> list[tuple[str, str | None]]:
     """Up to *limit* ``(key, value)`` rows with *prefix*, after *after*, in key
-    order (the value ``None`` unless *values*).
+    order (the value ``None`` unless *values*), live at *now*.
 
     :param lock: Inside a transaction: the dialect's range-read locks.
     """
@@ -112,12 +194,41 @@ def scan(
     if lock:
         sql += dialect.tx_share_suffix
     params: tuple[Any, ...] = (resource, encode(dialect, lower))  # type: ignore[arg-type]
-    got = rows(sql, params if upper is None else (*params, upper))
+    got = rows(sql, (*params, now) if upper is None else (*params, upper, now))
     if not binary:  # SQLite returns str already: no per-row work
         return cast("list[tuple[str, str | None]]", got) if values else [(k, None) for (k,) in got]
     if values:
         return [(bytes(k).decode(), bytes(v).decode()) for k, v in got]
     return [(bytes(k).decode(), None) for (k,) in got]
+
+
+def scan_entries(
+    rows: Rows,
+    dialect: Dialect,
+    resource: str,
+    prefix: str,
+    after: str | None,
+    limit: int,
+    now: float,
+    *,
+    values: bool,
+) -> list[Entry]:
+    """As :func:`scan`, with each row's metadata and expiry: :class:`Entry`
+    rows (the value ``""`` unless *values*)."""
+    exclusive = after is not None and after >= prefix
+    lower = after if exclusive else prefix
+    upper = prefix_end(prefix, dialect.binary)
+    sql = dialect.scan(
+        after=exclusive, upper=upper is not None, values=values, limit=limit, meta=True
+    )
+    params: tuple[Any, ...] = (resource, encode(dialect, lower))  # type: ignore[arg-type]
+    got = rows(sql, (*params, now) if upper is None else (*params, upper, now))
+    if values:
+        return [
+            Entry(decode(dialect, k), decode(dialect, v), decode_metadata(m), x)
+            for k, v, m, x in got
+        ]
+    return [Entry(decode(dialect, k), "", decode_metadata(m), x) for k, m, x in got]
 
 
 def in_range(key: str, prefix: str, after: str | None) -> bool:

@@ -9,6 +9,7 @@ dialect's per-connection set-up, and everything rolled back on return.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from . import engine as _engine
 from . import flask_db
 from .connections import Lease
 from .dialects import DIALECTS, Dialect
-from .schema import DEFAULT_TABLE, make_table
+from .schema import DEFAULT_TABLE, expiry_index, make_table
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,26 @@ class StateStore:
 
     def __repr__(self) -> str:
         return f"<StateStore {self.display_url}>"
+
+    #: Seconds between two bounded purges of expired rows by writes.
+    PURGE_INTERVAL = 10.0
+    _next_purge = 0.0
+
+    def purge_due(self, full: bool = False) -> bool:
+        """Whether a write with an expiry should purge a batch of expired rows now.
+
+        At most once per :attr:`PURGE_INTERVAL` per store and process, or at
+        once again after a purge that found a full batch (*full*: that
+        purge's result, reported back), so purging keeps up with writers.
+        """
+        now = time.monotonic()
+        if full:
+            self._next_purge = 0.0
+            return False
+        if now < self._next_purge:
+            return False
+        self._next_purge = now + self.PURGE_INTERVAL
+        return True
 
     #: The :class:`~flask_ploy.state.dialects.Dialect`, set by the first checkout.
     dialect: Dialect
@@ -166,12 +187,52 @@ class StateStore:
                         f" {self.settings.table!r}: {_engine.reason(exc)}"
                     ) from exc
             dialect = cls(engine.dialect, self.settings.table, database=engine.url.database)
+            try:
+                self._upgrade(engine, dialect)
+            except sa.exc.DBAPIError as exc:
+                raise StateUnavailable(
+                    f"state database {self.display_url}: cannot add the metadata and"
+                    f" expiry columns to table {self.settings.table!r}: {_engine.reason(exc)}"
+                ) from exc
             if self._db is not None:
                 # The request's own session may hold the lock: never wait in
                 # the database, so check_conflict() runs on the first conflict.
                 dialect.wait_in_database = False
             self.dialect = dialect
             return dialect
+
+    def _upgrade(self, engine: sa.Engine, dialect: Dialect) -> None:
+        """Bring a table made by an earlier version up to date: add the
+        ``metadata`` and ``expires_at`` columns (nullable: every row is kept,
+        with no metadata and no expiry) and the expiry index.
+
+        Several processes may do it at once: each statement either says
+        ``IF NOT EXISTS`` or fails in a way :meth:`Dialect.already_done
+        <flask_ploy.state.dialects.Dialect.already_done>` recognises, and the
+        table is inspected again afterwards.
+        """
+        name = self.settings.table
+        index = expiry_index(name)
+
+        def todo() -> list[str]:
+            inspector = sa.inspect(engine)
+            columns = {c["name"] for c in inspector.get_columns(name)}
+            indexes = {i["name"] for i in inspector.get_indexes(name)}
+            return dialect.upgrade_statements(columns, index in indexes, index)
+
+        for text in todo():
+            try:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(text)
+            except sa.exc.DBAPIError as exc:
+                if not dialect.already_done(exc.orig or exc):
+                    raise
+        left = todo()
+        if left:
+            raise StateUnavailable(
+                f"state database {self.display_url}: table {name!r} still lacks what"
+                f" {left[0]!r} adds after the upgrade"
+            )
 
     def checkout(self, lease: Lease) -> None:
         """Borrow a connection for *lease*, in autocommit mode.

@@ -24,6 +24,7 @@ what it reads (see docs/transactions.rst).
 from __future__ import annotations
 
 import builtins
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -40,7 +41,12 @@ from .._validate import (
     not_integer,
 )
 from . import reads
+from .options import encode_metadata, expiry
 from .reads import LIST_MAX, ListResult
+
+#: What a transaction writes for a key: ``(value, metadata JSON, expires_at)``,
+#: or ``None`` to delete it.
+Write = tuple[str, str | None, float | None] | None
 
 if TYPE_CHECKING:
     from .connections import Lease
@@ -72,6 +78,8 @@ class Transaction:
         "_lease",
         "_max_key",
         "_max_value",
+        "_meta",
+        "_now",
         "_open",
         "_resource",
         "_thread",
@@ -90,8 +98,12 @@ class Transaction:
         self._max_value = store.settings.max_value_bytes
         #: What the transaction knows of each key it read or wrote (``None``: absent).
         self._known: dict[str, str | None] = {}
+        #: The metadata and expiry of each live key it read.
+        self._meta: dict[str, tuple[str | None, float | None]] = {}
         #: Its writes, sent when the function returns (``None``: delete).
-        self._dirty: dict[str, str | None] = {}
+        self._dirty: dict[str, Write] = {}
+        #: The transaction's clock: a key expired at its start is absent throughout.
+        self._now = time.time()
         self._open = True
         self._thread = get_ident()
         #: The exception a statement of this transaction raised, if any.
@@ -150,7 +162,10 @@ class Transaction:
         if key in known:
             return known[key]
         rows = self._rows(self._dialect.tx_get, (self._resource, self._enc(key)))
-        value = reads.decode(self._dialect, rows[0][0]) if rows else None
+        value = None
+        if rows and (rows[0][2] is None or rows[0][2] > self._now):
+            value = reads.decode(self._dialect, rows[0][0])
+            self._meta[key] = (rows[0][1], rows[0][2])
         known[key] = value
         return value
 
@@ -161,7 +176,10 @@ class Transaction:
         known = self._known
         missing = [k for k in dict.fromkeys(keys) if k not in known]
         if missing:
-            found = reads.read_many(self._rows, self._dialect, self._resource, missing, lock=True)
+            found = reads.read_many(
+                self._rows, self._dialect, self._resource, missing, self._now,
+                lock=True, meta=self._meta,
+            )  # fmt: skip
             for k in missing:
                 known[k] = found.get(k)
         return {k: known[k] for k in keys}
@@ -184,6 +202,7 @@ class Transaction:
             after,
             limit + 1 + len(gone),
             values=False,
+            now=self._now,
             lock=True,
         )
         found = {k for k, _ in rows} - gone
@@ -196,17 +215,44 @@ class Transaction:
 
     # -- writes -------------------------------------------------------------------
 
-    def _put(self, key: str, value: str | None) -> None:
-        if value is not None and not value.isascii():
+    def _put(self, key: str, value: str | None, keep: bool = False) -> None:
+        """Write *value* (``None``: delete); *keep*: with the key's metadata and
+        expiry (``incr``, ``update``), else none."""
+        if value is None:
+            self._known[key] = self._dirty[key] = None
+            self._meta.pop(key, None)
+            return
+        if not value.isascii():
             value.encode()  # a lone surrogate raises here, at the call, not at commit
-        self._known[key] = self._dirty[key] = value
+        meta, exp = self._meta.get(key, (None, None)) if keep else (None, None)
+        self._known[key] = value
+        self._dirty[key] = (value, meta, exp)
+        self._meta[key] = (meta, exp)
 
-    def set(self, key: str, value: str) -> None:
-        """Store *value* under *key* when the transaction commits."""
+    def set(
+        self,
+        key: str,
+        value: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        ttl: Any = None,
+        expires_at: Any = None,
+    ) -> None:
+        """Store *value* under *key* when the transaction commits, with
+        *metadata*, *ttl* and *expires_at* as :meth:`State.set
+        <flask_ploy.State.set>` (a *ttl* counts from this call)."""
         self._check()
         check_key(key, self._max_key)
         check_value(value, self._max_value)
+        meta = encode_metadata(key, metadata)
+        exp = expiry(key, ttl, expires_at)
         self._put(key, value)
+        if meta is not None or exp is not None:
+            self._dirty[key] = (value, meta, exp)
+            self._meta[key] = (meta, exp)
+
+    #: Ploy's name of :meth:`set`.
+    put = set
 
     def delete(self, key: str) -> bool:
         """Remove *key*; return ``True`` if it had a value in this transaction."""
@@ -231,7 +277,7 @@ class Transaction:
             raise not_integer(key, old, amount)
         else:
             new = int(old) + amount
-        self._put(key, str(new))
+        self._put(key, str(new), keep=True)
         return new
 
     def update(self, key: str, ops: Mapping[str, Mapping[str, Any]]) -> str | None:
@@ -250,7 +296,7 @@ class Transaction:
             return None
         new = _update.encode_object(_update.apply_ops(_update.decode_object(old, key), steps))
         check_value(new, self._max_value)
-        self._put(key, new)
+        self._put(key, new, keep=True)
         return new
 
     def flush(self) -> None:
@@ -261,11 +307,13 @@ class Transaction:
         wait to what is left of the deadline.
         """
         dialect, resource, enc = self._dialect, self._resource, self._enc
-        for key, value in sorted(self._dirty.items()):  # str order is UTF-8 byte order
-            if value is None:
+        for key, write in sorted(self._dirty.items()):  # str order is UTF-8 byte order
+            if write is None:
                 self._execute(dialect.delete, (resource, enc(key)))
+            elif write[1] is None and write[2] is None:
+                self._execute(dialect.set, (resource, enc(key), enc(write[0])))
             else:
-                self._execute(dialect.set, (resource, enc(key), enc(value)))
+                self._execute(dialect.put, (resource, enc(key), enc(write[0]), *write[1:]))
 
 
 class _Raised(Exception):

@@ -62,22 +62,39 @@ class Dialect:
         self.t = t = preparer.quote(table)
         self.k = k = preparer.quote("key")
         self.v = v = preparer.quote("value")
+        self.m = m = preparer.quote("metadata")
+        self.x = x = preparer.quote("expires_at")
         where = f"WHERE resource = ? AND {k} = ?"
-        self.get = self.sql(f"SELECT {v} FROM {t} {where}")
-        self.get_for_update = self.sql(f"SELECT {v} FROM {t} {where}{self.lock_suffix}")
+        #: Not expired at the parameter's time (epoch seconds).
+        self.live = live = f"({x} IS NULL OR {x} > ?)"
+        # Reads return the expiry too: the binding drops an expired row in
+        # Python, so a get stays one indexed point read with two parameters.
+        self.get = self.sql(f"SELECT {v}, {x} FROM {t} {where}")
+        # get_with_metadata: (value, metadata, expires_at)
+        self.get_meta = self.sql(f"SELECT {v}, {m}, {x} FROM {t} {where}")
+        self.get_for_update = self.sql(f"SELECT {v}, {x} FROM {t} {where}{self.lock_suffix}")
         self.delete = self.sql(f"DELETE FROM {t} {where}")
-        # (value, resource, key)
+        # (resource, key, now): drop the row of *key* if it has expired, so
+        # the writes that read the old value (add, replace, incr) see it absent.
+        self.expire_one = self.sql(f"DELETE FROM {t} {where} AND {x} <= ?")
+        # (value, resource, key): update's write keeps metadata and expiry.
         self.replace_value = self.sql(f"UPDATE {t} SET {v} = ? {where}")
-        self.count = self.sql(f"SELECT COUNT(*) FROM {t} WHERE resource = ?")
+        # (resource, now)
+        self.count = self.sql(f"SELECT COUNT(*) FROM {t} WHERE resource = ? AND {live}")
         self.clear = self.sql(f"DELETE FROM {t} WHERE resource = ?")
+        # set: (resource, key, value); clears metadata and expiry.
         self.set = self.sql(self.upsert_sql())
+        # put: (resource, key, value, metadata, expires_at)
+        self.put = self.sql(self.put_sql())
         self.add = self.sql(self.insert_if_absent_sql())
         self.incr = self.sql(self.incr_sql())
         self._many: dict[tuple[str, int], str] = {}
         # State.transact and State.replace (see "Transactions" below).
-        self.tx_get = self.sql(f"SELECT {v} FROM {t} {where}{self.tx_lock_suffix}")
-        # (new, resource, key, expected)
-        self.compare_and_set = self.sql(f"UPDATE {t} SET {v} = ? {where} AND {v} = ?")
+        self.tx_get = self.sql(f"SELECT {v}, {m}, {x} FROM {t} {where}{self.tx_lock_suffix}")
+        # (new, resource, key, expected); a replace is a set: no metadata, no expiry.
+        self.compare_and_set = self.sql(
+            f"UPDATE {t} SET {v} = ?, {m} = NULL, {x} = NULL {where} AND {v} = ?"
+        )
 
     # -- statements ----------------------------------------------------------
 
@@ -89,10 +106,20 @@ class Dialect:
         return ", ".join(["%s" if self._format else "?"] * n)
 
     def upsert_sql(self) -> str:
-        """``set``: standard ``ON CONFLICT`` (SQLite, PostgreSQL)."""
+        """``set``: standard ``ON CONFLICT`` (SQLite, PostgreSQL); no metadata, no expiry."""
         return (
             f"INSERT INTO {self.t} (resource, {self.k}, {self.v}) VALUES (?, ?, ?)"
-            f" ON CONFLICT (resource, {self.k}) DO UPDATE SET {self.v} = excluded.{self.v}"
+            f" ON CONFLICT (resource, {self.k}) DO UPDATE SET {self.v} = excluded.{self.v},"
+            f" {self.m} = NULL, {self.x} = NULL"
+        )
+
+    def put_sql(self) -> str:
+        """``set`` with metadata or an expiry: the whole entry, replaced."""
+        m, x = self.m, self.x
+        return (
+            f"INSERT INTO {self.t} (resource, {self.k}, {self.v}, {m}, {x}) VALUES (?, ?, ?, ?, ?)"
+            f" ON CONFLICT (resource, {self.k}) DO UPDATE SET {self.v} = excluded.{self.v},"
+            f" {m} = excluded.{m}, {x} = excluded.{x}"
         )
 
     def insert_if_absent_sql(self) -> str:
@@ -107,8 +134,10 @@ class Dialect:
         raise NotImplementedError
 
     def select_many(self, n: int) -> str:
-        """``SELECT key, value`` of *n* keys: ``(resource, key1, ..., keyN)``."""
-        return self._cached("select", n, f"SELECT {self.k}, {self.v} FROM {self.t}")
+        """``SELECT key, value, metadata, expires_at`` of *n* keys:
+        ``(resource, key1, ..., keyN)``; the caller drops expired rows."""
+        head = f"SELECT {self.k}, {self.v}, {self.m}, {self.x} FROM {self.t}"
+        return self._cached("select", n, head)
 
     def delete_many(self, n: int) -> str:
         """``DELETE`` *n* keys: ``(resource, key1, ..., keyN)``; ``rowcount`` is how many."""
@@ -122,20 +151,80 @@ class Dialect:
             )
         return text
 
-    def scan(self, *, after: bool, upper: bool, values: bool, limit: int) -> str:
-        """Keys (and values) of a resource in key order, from a lower bound.
+    def scan(
+        self, *, after: bool, upper: bool, values: bool, limit: int, meta: bool = False
+    ) -> str:
+        """Live keys (and values; and metadata and expiry) of a resource in
+        key order, from a lower bound.
 
-        Parameters: ``(resource, lower[, upper])``. *after*: the lower bound
-        is exclusive (a cursor) rather than inclusive (a prefix); *upper*:
-        there is an exclusive upper bound.
+        Parameters: ``(resource, lower[, upper], now)``. *after*: the lower
+        bound is exclusive (a cursor) rather than inclusive (a prefix);
+        *upper*: there is an exclusive upper bound; *meta*: the columns
+        ``metadata, expires_at`` follow.
         """
         m = self._marks(1)
+        cols = (
+            self.k + (f", {self.v}" if values else "") + (f", {self.m}, {self.x}" if meta else "")
+        )
         return (
-            f"SELECT {self.k}{', ' + self.v if values else ''} FROM {self.t}"
+            f"SELECT {cols} FROM {self.t}"
             f" WHERE resource = {m} AND {self.k} {'>' if after else '>='} {m}"
             + (f" AND {self.k} < {m}" if upper else "")
-            + f" ORDER BY {self.k} LIMIT {int(limit)}"
+            + f" AND {self.live.replace('?', m)} ORDER BY {self.k} LIMIT {int(limit)}"
         )
+
+    # -- expiry ------------------------------------------------------------------------
+
+    def purge_sql(self, limit: int) -> str:
+        """Delete at most *limit* expired rows: ``(resource, resource, now)``."""
+        t, k, x = self.t, self.k, self.x
+        return self.sql(
+            f"DELETE FROM {t} WHERE resource = ? AND {k} IN (SELECT {k} FROM {t}"
+            f" WHERE resource = ? AND {x} <= ? LIMIT {int(limit)})"
+        )
+
+    def purge(self, cur: Any, resource: str, now: float, limit: int) -> int:
+        """Delete at most *limit* rows of *resource* expired at *now*; return how many."""
+        cur.execute(self.purge_sql(limit), (resource, resource, now))
+        return int(cur.rowcount)
+
+    # -- upgrading a table made by an earlier version ----------------------------------
+
+    #: The column types :meth:`upgrade_statements` adds.
+    metadata_type: ClassVar[str] = "TEXT"
+    expiry_type: ClassVar[str] = "DOUBLE PRECISION"
+
+    def upgrade_statements(self, columns: set[str], has_index: bool, index: str) -> list[str]:
+        """The DDL that brings a table with *columns* up to date, in order.
+
+        Each statement is safe to run when another process has run it
+        already: it says ``IF NOT EXISTS``, or :meth:`already_done` tells its
+        error apart. Adding a nullable column keeps every row.
+        """
+        out = [
+            f"ALTER TABLE {self.t} ADD COLUMN {self.q(name)} {kind}"
+            for name, kind in (("metadata", self.metadata_type), ("expires_at", self.expiry_type))
+            if name not in columns
+        ]
+        if not has_index:
+            out.append(self.index_sql(index))
+        return out
+
+    def index_sql(self, index: str) -> str:
+        """``CREATE INDEX`` of the expiry index (partial: rows that expire)."""
+        return (
+            f"CREATE INDEX IF NOT EXISTS {self.q(index)} ON {self.t}"
+            f" (resource, {self.x}) WHERE {self.x} IS NOT NULL"
+        )
+
+    def already_done(self, exc: BaseException) -> bool:
+        """Whether DDL error *exc* says another process made the change first."""
+        msg = str(exc).lower()
+        return "duplicate" in msg or "already exists" in msg
+
+    def q(self, name: str) -> str:
+        """*name* quoted as an identifier."""
+        return str(self.sa_dialect.identifier_preparer.quote(name))
 
     # -- operations that differ by more than their text ------------------------
 

@@ -23,11 +23,40 @@ class MySQLDialect(Dialect):
         super().__init__(sa_dialect, table, database)
         self._plain_delete, self._plain_clear = self.delete, self.clear
 
+    expiry_type = "DOUBLE"
+
     def upsert_sql(self) -> str:
         return (
             f"INSERT INTO {self.t} (resource, {self.k}, {self.v}) VALUES (?, ?, ?)"
-            f" ON DUPLICATE KEY UPDATE {self.v} = VALUES({self.v})"
+            f" ON DUPLICATE KEY UPDATE {self.v} = VALUES({self.v}),"
+            f" {self.m} = NULL, {self.x} = NULL"
         )
+
+    def put_sql(self) -> str:
+        m, x = self.m, self.x
+        return (
+            f"INSERT INTO {self.t} (resource, {self.k}, {self.v}, {m}, {x}) VALUES (?, ?, ?, ?, ?)"
+            f" ON DUPLICATE KEY UPDATE {self.v} = VALUES({self.v}),"
+            f" {m} = VALUES({m}), {x} = VALUES({x})"
+        )
+
+    def purge_sql(self, limit: int) -> str:
+        # MySQL refuses LIMIT in an IN subquery; DELETE takes a LIMIT itself.
+        return self.sql(
+            f"DELETE FROM {self.t} WHERE resource = ? AND {self.x} <= ? LIMIT {int(limit)}"
+        )
+
+    def purge(self, cur: Any, resource: str, now: float, limit: int) -> int:
+        cur.execute(self.purge_sql(limit) + self.returning, (resource, now))
+        return int(cur.rowcount)
+
+    def index_sql(self, index: str) -> str:
+        # No partial indexes, and MySQL has no CREATE INDEX IF NOT EXISTS:
+        # a second process gets 1061 (duplicate key name), see already_done.
+        return f"CREATE INDEX {self.q(index)} ON {self.t} (resource, {self.x})"
+
+    def already_done(self, exc: BaseException) -> bool:
+        return _mysql_code(exc) in (1060, 1061) or super().already_done(exc)
 
     def insert_if_absent_sql(self) -> str:
         return f"INSERT INTO {self.t} (resource, {self.k}, {self.v}) VALUES (?, ?, ?)"

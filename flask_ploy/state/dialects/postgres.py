@@ -41,6 +41,13 @@ class PostgresDialect(Dialect):
         """True when *column* (bytea) holds a canonical decimal 64-bit integer."""
         return f"encode({column}, 'escape') ~ '^(0|-{{0,1}}[1-9][0-9]{{0,18}})$'"
 
+    def upgrade_statements(self, columns: set[str], has_index: bool, index: str) -> list[str]:
+        # PostgreSQL says IF NOT EXISTS for columns too: no error to tell apart.
+        return [
+            text.replace(" ADD COLUMN ", " ADD COLUMN IF NOT EXISTS ", 1)
+            for text in super().upgrade_statements(columns, has_index, index)
+        ]
+
     def autocommit(self, conn: Any, on: bool) -> bool:
         previous = bool(conn.autocommit)
         if previous != on:
