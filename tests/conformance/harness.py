@@ -45,11 +45,12 @@ class Op:
 
     @property
     def key(self) -> str | None:
-        return self.args[0] if self.name in ("get", "set", "delete", "update") else None
+        keyed = ("get", "set", "put", "delete", "update", "get_with_metadata")
+        return self.args[0] if self.name in keyed else None
 
     @property
     def writes(self) -> bool:
-        return self.name in ("set", "delete", "update")
+        return self.name in ("set", "put", "delete", "update")
 
     def ploy_step(self) -> list[Any]:
         """The step for the worker: ``[binding, method, *args]``, TypeScript style."""
@@ -59,6 +60,16 @@ class Op:
             return [b, "set", key, value] + ([] if ttl is None else [{"ttl": ttl}])
         if self.name == "get_many":
             return [b, "get", list(a[0])]
+        if self.name == "put":  # Ploy's options; a TTL long enough never to expire here
+            key, value, metadata, ttl = a
+            options = {"metadata": metadata, "expirationTtl": ttl}
+            return [b, "put", key, value, {k: v for k, v in options.items() if v is not None}]
+        if self.name == "get_with_metadata":
+            return [b, "getWithMetadata", a[0]]
+        if self.name == "list_entries":
+            prefix, limit, cursor = a
+            options = {"prefix": prefix, "limit": limit, "cursor": cursor}
+            return [b, "list", {k: v for k, v in options.items() if v is not None}]
         if self.name in ("list", "pages"):
             prefix, limit, cursor = a
             options = {"prefix": prefix, "limit": limit, "cursor": cursor}
@@ -100,6 +111,12 @@ def ploy_outcome(op: Op, raw: dict[str, Any]) -> Outcome:
         return ("ok", {"keys": [k["name"] for k in value["keys"]], "cursor": cursor})
     if op.name == "pages":
         return ("ok", [{"keys": p["keys"], "cursor": p["cursor"] or None} for p in value])
+    if op.name == "get_with_metadata":
+        return ("ok", [value["value"], value["metadata"]])
+    if op.name == "list_entries":  # the expiry differs by design (whole seconds): not compared
+        cursor = value.get("cursor") or None
+        keys = [[k["name"], k.get("metadata"), "expiration" in k] for k in value["keys"]]
+        return ("ok", {"keys": keys, "cursor": cursor})
     return ("ok", value)
 
 
@@ -150,7 +167,20 @@ def call_flask(env: Any, op: Op) -> Outcome:
             key, value, ttl = a
             value = b.set(key, value) if ttl is None else b.set(key, value, ttl=ttl)
         elif op.name == "get_many":
-            value = list(b.get_many(list(a[0])).items())
+            value = list(b.get(list(a[0])).items())  # get of a list, as Ploy's
+        elif op.name == "put":
+            key, value, metadata, ttl = a
+            value = b.put(key, value, metadata=metadata, ttl=ttl)
+        elif op.name == "get_with_metadata":
+            value = list(b.get_with_metadata(a[0]))
+        elif op.name == "list_entries":
+            prefix, limit, cursor = a
+            kwargs: dict[str, Any] = {"cursor": cursor}
+            if limit is not None:
+                kwargs["limit"] = limit
+            page = b.list_entries(prefix or "", **kwargs)
+            keys = [[e.key, e.metadata, e.expiration is not None] for e in page.entries]
+            value = {"keys": keys, "cursor": page.cursor}
         elif op.name == "list":
             value = _flask_list(b, *a)
         elif op.name == "pages":
@@ -316,9 +346,16 @@ def _nul(op: Op, p: Outcome, f: Outcome, ctx: Context) -> bool:
 
 
 def _list_case(op: Op, p: Outcome, f: Outcome, ctx: Context) -> bool:
-    if op.name not in ("list", "pages") or p[0] != "ok" or f[0] != "ok":
+    if op.name not in ("list", "pages", "list_entries") or p[0] != "ok" or f[0] != "ok":
         return False
     prefix = op.args[0] or ""
+    if op.name == "list_entries":  # entries are [name, metadata, has an expiry]
+        page_p, page_f = p[1], f[1]
+        extra = [e for e in page_p["keys"] if not e[0].startswith(prefix)]
+        kept = [e for e in page_p["keys"] if e[0].startswith(prefix)]
+        if not extra or kept != page_f["keys"][: len(kept)]:
+            return False
+        return page_p["cursor"] is not None or page_f["cursor"] is None
     pages_p = p[1] if op.name == "pages" else [p[1]]
     pages_f = f[1] if op.name == "pages" else [f[1]]
     if op.name == "pages":
@@ -337,7 +374,7 @@ def _list_case(op: Op, p: Outcome, f: Outcome, ctx: Context) -> bool:
 
 
 def _list_limit(op: Op, p: Outcome, f: Outcome, ctx: Context) -> bool:
-    if op.name not in ("list", "pages") or p[0] != "ok":
+    if op.name not in ("list", "pages", "list_entries") or p[0] != "ok":
         return False
     limit = op.args[1]
     return limit is not None and not 1 <= limit <= 1000 and _flask_error("limit must be")(f)
@@ -484,6 +521,8 @@ def _resync(env: Any, op: Op, p: Outcome) -> None:
     try:
         if value is None:
             binding.delete(key)
+        elif op.binding == "STATE":  # keep the metadata, as the diverged write did on both
+            binding.set(key, value, metadata=binding.get_with_metadata(key).metadata)
         else:
             binding.set(key, value)
     except (TypeError, ValueError):
@@ -615,6 +654,16 @@ def state_sequence(rng: random.Random, length: int) -> list[Op]:
             ops.append(Op("STATE", "list", (rng.choice(PREFIXES), limit, cursor)))
         elif r < 0.55:
             ops.append(Op("STATE", "pages", (rng.choice(PREFIXES), rng.choice([1, 2, 3]), None)))
+        elif r < 0.6:  # Ploy's put options (@meetploy/types 1.18)
+            metadata = rng.choice([None, {"n": rng.randint(0, 9)}, {"tags": ["a", "é"]}])
+            ttl = rng.choice([None, 3600])
+            ops.append(Op("STATE", "put", (key, rng.choice(VALUES), metadata, ttl)))
+        elif r < 0.64:
+            ops.append(Op("STATE", "get_with_metadata", (key,)))
+        elif r < 0.67:  # Ploy's list, with each key's metadata and expiry
+            cursor = rng.choice([None, None, rng.choice(STATE_KEYS)])
+            limit = rng.choice([None, 1, 2, 3, 5])
+            ops.append(Op("STATE", "list_entries", (rng.choice(PREFIXES), limit, cursor)))
         else:
             key = rng.choice(DOC_KEYS) if rng.random() < 0.85 else key
             ops.append(Op("STATE", "update", (key, update_doc(rng))))
