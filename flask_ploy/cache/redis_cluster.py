@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -140,8 +141,16 @@ class RedisClusterBackend(RedisBackend):
         else:
             self.decoded = bool(client.get_encoder().decode_responses)
         self._client = client
-        self._connect_wait = float(merged.get("socket_timeout") or 1.0)
+        # Another thread's first use waits for the one connecting, as long as
+        # that may take: a connect and a reply per startup node (redis-py's
+        # own bounds), so a slow start is not "busy" for every other thread.
+        per_node = float(merged.get("socket_connect_timeout") or 1.0) + float(
+            merged.get("socket_timeout") or 1.0
+        )
+        self._connect_wait = per_node * max(1, url.count(",") + 1)
         self._connect_lock = threading.Lock()
+        #: (when, error) of the last failed connect, for the threads that waited on it.
+        self._connect_failure: tuple[float, BaseException] | None = None
         self._node_breakers: dict[str, Breaker] = {}
         if client is not None:
             self.register_scripts(client)
@@ -154,13 +163,23 @@ class RedisClusterBackend(RedisBackend):
         """
         client = self._client
         if client is None:
+            asked = time.monotonic()
             if not self._connect_lock.acquire(timeout=self._connect_wait):
                 raise PoolTimeout("another thread is still connecting to the cluster")
             try:
                 client = self._client
                 if client is None:
+                    failed = self._connect_failure
+                    if failed is not None and failed[0] >= asked:
+                        # The thread we waited for could not connect: its
+                        # error, without a second wait on a dead cluster.
+                        raise type(failed[1])(*failed[1].args)
                     assert self._connect is not None
-                    client = self._connect()
+                    try:
+                        client = self._connect()
+                    except BaseException as exc:
+                        self._connect_failure = (time.monotonic(), exc)
+                        raise
                     self.register_scripts(client)
                     self._client = client
             finally:
