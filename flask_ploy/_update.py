@@ -35,6 +35,9 @@ from typing import Any, TypeAlias
 
 OPERATORS = ("$set", "$unset", "$inc", "$push", "$pop")
 
+#: The most segments (names and indexes) a path may have.
+MAX_PATH_PARTS = 100
+
 #: A path segment: an object key, or an array index.
 Part: TypeAlias = str | int
 Path: TypeAlias = tuple[Part, ...]
@@ -62,6 +65,8 @@ def parse_path(path: Any, op: str) -> Path:
     """
     if not isinstance(path, str) or not path:
         raise ValueError(f"{op}: a path must be a non-empty str, not {path!r}")
+    if path.count(".") >= MAX_PATH_PARTS:
+        raise ValueError(f"{op}: path {path[:40]!r}... has over {MAX_PATH_PARTS} segments")
     parts: list[Part] = []
     for seg in path.split("."):
         if not seg:
@@ -77,6 +82,8 @@ def parse_path(path: Any, op: str) -> Path:
             )
         parts.append(m.group(1))
         parts.extend(int(i) for i in _BRACKET.findall(m.group(2)))
+    if len(parts) > MAX_PATH_PARTS:
+        raise ValueError(f"{op}: path {path[:40]!r}... has over {MAX_PATH_PARTS} segments")
     return tuple(parts)
 
 
@@ -297,8 +304,11 @@ def decode_object(raw: str | None, key: str) -> dict[str, Any]:
         return {}
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except json.JSONDecodeError:
         doc = raw
+    except ValueError as exc:  # valid JSON Python will not decode (a 5,000-digit integer)
+        message = f"value of {key!r} cannot be decoded, so update cannot apply: {exc}"
+        raise ValueError(message) from None
     except RecursionError:
         raise ValueError(
             f"value of {key!r} is nested too deeply to decode, so update cannot apply"

@@ -158,6 +158,7 @@ class FlaskPloy:
         *,
         lock_timeout: float = LOCK_TIMEOUT,
         beta: float = BETA,
+        name: str | None = None,
     ) -> Callable[[Callable[P, str]], CachedFunction[P]]:
         """Keep a function's results in the cache binding *binding*.
 
@@ -175,14 +176,21 @@ class FlaskPloy:
         parameters (``report(1)`` and ``report(report_id=1)`` are one key):
         the same in every process, never pickled. Arguments must be
         ``str``, ``int``, ``float``, ``bool``, ``None`` or tuples of them;
-        others raise :class:`TypeError`. The function must return a ``str``.
+        others (subclasses such as enums too) raise :class:`TypeError`. The
+        function must return a ``str``, and be a plain function, not an
+        ``async def``.
+
+        A lambda, or a function defined inside another (a closure a factory
+        makes), has no name of its own: give it one with *name*, the key's
+        first part, or the decorator raises :class:`TypeError` (every
+        closure of one factory would otherwise share its keys).
 
         The decorated function has ``uncached(...)`` (call it without the
         cache), ``invalidate(...)`` (delete the result for these arguments)
         and ``key(...)``. Calls need an app context: the binding is
         ``g.env.<binding>`` of the current app.
         """
-        return _cached(binding, ttl, lock_timeout=lock_timeout, beta=beta)
+        return _cached(binding, ttl, lock_timeout=lock_timeout, beta=beta, name=name)
 
     def state_store(self, binding: str, app: App | None = None) -> StateStore:
         """The :class:`~flask_ploy.state.StateStore` behind a State binding."""

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -364,11 +365,11 @@ def test_cached_on_every_backend(make_app: Any, cache_url: str) -> None:
 def test_cached_refuses_what_it_cannot_store(make_app: Any) -> None:
     app = make_app()
 
-    @ploy.cached("CACHE")
+    @ploy.cached("CACHE", name="not_a_str")
     def not_a_str(n: int) -> str:
         return n  # type: ignore[return-value]
 
-    @ploy.cached("STATE")
+    @ploy.cached("STATE", name="on_state")
     def on_state(n: int) -> str:
         return str(n)
 
@@ -382,3 +383,63 @@ def test_cached_refuses_what_it_cannot_store(make_app: Any) -> None:
         report(1)
     with pytest.raises(TypeError, match="takes a binding name first"):
         ploy.cached(report)  # type: ignore[arg-type]
+
+
+def test_cached_closures_and_lambdas_need_a_name(make_app: Any) -> None:
+    """Two closures of one factory have one qualified name: without a name
+    of their own they would share keys, and one would serve the other's values."""
+
+    def factory(n: int, name: str | None) -> Any:
+        def mul(x: int) -> str:
+            return str(x * n)
+
+        return ploy.cached("CACHE", ttl=60, name=name)(mul)
+
+    with pytest.raises(TypeError, match="has no name of its own"):
+        factory(2, None)
+    with pytest.raises(TypeError, match="has no name of its own"):
+        ploy.cached("CACHE")(lambda x: str(x))
+    double, triple = factory(2, "double"), factory(3, "triple")
+    with make_app().app_context():
+        assert (double(5), triple(5)) == ("10", "15")
+        assert double.key(5).startswith("double:") and triple.key(5).startswith("triple:")
+        g.env.CACHE.clear()
+
+
+def test_cached_refuses_async_functions_and_subclassed_arguments() -> None:
+    import enum
+
+    async def fetch(n: int) -> str:
+        return str(n)
+
+    with pytest.raises(TypeError, match="async def"):
+        ploy.cached("CACHE", name="fetch")(fetch)  # type: ignore[arg-type]
+
+    class Level(enum.IntEnum):
+        ONE = 1
+
+    with pytest.raises(TypeError, match="must be str, int, float, bool, None"):
+        report.key(Level.ONE)
+
+
+def test_a_coroutine_from_compute_is_refused_and_never_awaited(cache_env: Any) -> None:
+    async def fetch() -> str:
+        return "x"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "coroutine was never awaited" would be one
+        with pytest.raises(TypeError, match="synchronous"):
+            cache_env.CACHE.get_or_set("k", fetch)
+    assert cache_env.CACHE.get("k") is None
+
+
+def test_get_or_set_inside_its_own_compute_does_not_wait_for_itself(cache_env: Any) -> None:
+    """A compute that asks for its own key (directly or deeper) gets a
+    computed value at once, not after lock_timeout at each level."""
+    c = cache_env.CACHE
+    start = time.monotonic()
+    value = c.get_or_set(
+        "k", lambda: "outer " + c.get_or_set("k", lambda: "inner", lock_timeout=5), lock_timeout=5
+    )
+    assert value == "outer inner" and time.monotonic() - start < 1.0
+    assert c.get("k") == "outer inner"

@@ -392,6 +392,49 @@ def test_a_failed_delete_is_applied_before_the_key_is_served_again(
     )
 
 
+_EXITING_WORKER = """
+import os, signal, sys, time
+from flask import Flask, g
+from flask_ploy import FlaskPloy
+app = Flask("worker")
+app.config.update(PLOY_BINDINGS={"cache": {"CACHE": "default"}}, PLOY_CACHE_URL=sys.argv[1],
+                  PLOY_CACHE_COOLDOWN=0.3, TESTING=True)
+FlaskPloy(app)
+redis_pid = int(sys.argv[2])
+with app.app_context():
+    c = g.env.CACHE
+    c.set("profile", "old")
+    os.kill(redis_pid, signal.SIGSTOP)
+    try:
+        assert c.get("other") is None  # times out: the breaker opens
+        assert c.delete("profile") is False  # not tried: remembered
+    finally:
+        os.kill(redis_pid, signal.SIGCONT)
+    time.sleep(0.4)  # the server is back; no operation touches the key again
+print("exiting with", len(c.backend.pending), "pending", flush=True)
+"""
+
+
+def test_a_process_that_exits_applies_its_remembered_invalidations(
+    own_redis: servers.RedisProc, tmp_path: Any
+) -> None:
+    """A worker recycled (max_requests, a deploy) right after an outage: the
+    invalidations it remembered are applied at exit, not lost with it."""
+    script = tmp_path / "worker.py"
+    script.write_text(_EXITING_WORKER)
+    done = subprocess.run(
+        [sys.executable, str(script), own_redis.url, str(own_redis.proc.pid)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "exiting with 1 pending" in done.stdout
+    raw = redis.Redis(port=own_redis.port, decode_responses=True)
+    assert raw.get("ploy:default:profile") is None  # deleted at exit
+    assert "not applied" not in done.stderr
+
+
 def test_clearing_a_lost_resource_costs_no_request_a_whole_scan(
     make_app: Any, request: Any
 ) -> None:

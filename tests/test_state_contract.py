@@ -436,6 +436,15 @@ def test_update_of_deeply_nested_json_is_a_value_error(state_env: Any) -> None:
     with pytest.raises(ValueError, match="nested too deeply"):
         s.update("doc", {"$set": {"b": nested}})
     assert s.get("deep") == deep and s.get("doc") == "{}"
+    with pytest.raises(ValueError, match="over 100 segments"):
+        s.update("doc", {"$set": {".".join(["a"] * 1500): 1}})
+    with pytest.raises(ValueError, match="over 100 segments"):
+        s.update("doc", {"$set": {"a" + "[0]" * 200: 1}})
+    s.update("doc", {"$set": {".".join(["a"] * 100): 1}})  # the most there may be
+    s.set("huge", '{"n": ' + "9" * 5000 + "}")
+    with pytest.raises(ValueError, match="cannot be decoded"):
+        s.update("huge", {"$set": {"b": 1}})
+    assert s.get("huge") == '{"n": ' + "9" * 5000 + "}"
 
 
 class _Interrupt(BaseException):

@@ -8,6 +8,7 @@ by the scheme of a URL.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -53,6 +54,20 @@ def _reset_locks() -> None:  # pragma: no cover - runs in forked children
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_locks)
+
+#: Seconds a process's exit may spend applying its remembered invalidations.
+EXIT_FLUSH_SECONDS = 2.0
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """At interpreter exit (a gunicorn worker recycled, a deploy): apply the
+    invalidations this process still remembers, within
+    :data:`EXIT_FLUSH_SECONDS` in all, so they are not lost with it."""
+    deadline = time.monotonic() + EXIT_FLUSH_SECONDS
+    for backend in list(_backends):
+        if backend.pending:
+            backend.flush_pending(deadline)
 
 
 class Unavailable(CacheUnavailable):
@@ -347,6 +362,32 @@ class CacheBackend:
 
     def delete(self, key: str) -> bool:
         raise NotImplementedError
+
+    def flush_pending(self, deadline: float) -> int:
+        """Apply the remembered invalidations now, in batches, until
+        ``time.monotonic()`` reaches *deadline* or the server fails; return
+        how many keys are still pending (logged as a warning if any, or if a
+        resource still had to be cleared). Never raises."""
+        pending = self.pending
+        try:
+            while len(pending) and time.monotonic() < deadline:
+                keys = pending.batch()
+                done = set(self.delete_keys(list(keys)))
+                pending.discard({k: seq for k, seq in keys.items() if k in done})
+                if not done:
+                    break
+        except Exception as exc:  # at exit: report, never raise
+            log.warning("Cache backend %s failed applying invalidations: %s", self.display_url, exc)
+        left = len(pending)
+        if pending:
+            log.warning(
+                "Cache backend %s: this process ends with %d invalidation(s) not applied%s;"
+                " those keys may be served stale until they expire",
+                self.display_url,
+                left,
+                " and a resource not cleared" if not left else "",
+            )
+        return left
 
     def delete_keys(self, keys: list[str]) -> list[str]:
         """Delete *keys* (pending invalidations); return those deleted.

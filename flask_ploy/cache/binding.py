@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
@@ -355,6 +357,8 @@ class Cache(Policy):
         flights = backend.flights
         flight, leader = flights.join(full)
         if not leader:  # another thread of this process is filling it: wait for it
+            if flight.leader == threading.get_ident():  # our own compute asks: no waiting
+                return _computed(compute)
             if not flight.landed.wait(lock_timeout):
                 return self._store(full, compute, ttl)  # waited long enough
             if flight.value is not None:
@@ -425,14 +429,20 @@ class Cache(Policy):
 
 
 def _computed(compute: Callable[[], str]) -> str:
-    value = compute()
+    value: object = compute()
     if type(value) is not str:
+        if inspect.iscoroutine(value):
+            value.close()  # never awaited: no warning
+            raise TypeError(
+                "compute returned a coroutine: get_or_set and @cached are synchronous;"
+                " give them a plain function (run async code with asyncio.run or in a view)"
+            )
         if not isinstance(value, str):
             raise TypeError(
                 f"compute must return a str, not {type(value).__name__}; serialize it first,"
                 " e.g. json.dumps(value)"
             )
-        value = str(value)
+        return str(value)
     return value
 
 

@@ -30,8 +30,8 @@ ALLOWED = "str, int, float, bool, None, or tuples of them"
 
 def _check(value: Any, where: str) -> Any:
     """*value* as JSON sees it (tuples as lists), or :class:`TypeError`."""
-    if value is None or isinstance(value, (str, int, float)):
-        return value  # bool is an int
+    if value is None or type(value) in (str, int, float, bool):
+        return value  # exact types: an IntEnum's 1 would share the key of 1
     if isinstance(value, tuple):
         return [_check(v, where) for v in value]
     raise TypeError(
@@ -56,14 +56,29 @@ class CachedFunction(Generic[P]):
         ttl: int | timedelta | None,
         lock_timeout: float,
         beta: float,
+        name: str | None = None,
     ) -> None:
+        qualname = getattr(fn, "__qualname__", repr(fn))
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                f"@cached cannot take {qualname}, an async def: the cache is synchronous;"
+                " cache a plain function, and call it with asyncio.to_thread() if need be"
+            )
+        if name is None and ("<lambda>" in qualname or "<locals>" in qualname):
+            raise TypeError(
+                f"@cached on {qualname}: a lambda or a function defined inside another has"
+                " no name of its own (every closure made by one factory would share its"
+                " keys); give it one: @ploy.cached(..., name='...')"
+            )
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError("@cached name must be a non-empty str")
         self.fn = fn
         self.binding = binding
         self.ttl = ttl
         self.lock_timeout = lock_timeout
         self.beta = beta
-        #: The key's first part: the function's module and qualified name.
-        self.name = f"{fn.__module__}.{fn.__qualname__}"
+        #: The key's first part: *name*, or the function's module and qualified name.
+        self.name = name if name is not None else f"{fn.__module__}.{qualname}"
         self._signature = inspect.signature(fn)
         functools.update_wrapper(self, fn)
 
@@ -129,12 +144,13 @@ def cached(
     *,
     lock_timeout: float = LOCK_TIMEOUT,
     beta: float = BETA,
+    name: str | None = None,
 ) -> Callable[[Callable[P, str]], CachedFunction[P]]:
     """The decorator behind :meth:`FlaskPloy.cached <flask_ploy.FlaskPloy.cached>`."""
     if not isinstance(binding, str):
         raise TypeError(f"cached() takes a binding name first, not {type(binding).__name__}")
 
     def decorate(fn: Callable[P, str]) -> CachedFunction[P]:
-        return CachedFunction(fn, binding, ttl, lock_timeout, beta)
+        return CachedFunction(fn, binding, ttl, lock_timeout, beta, name)
 
     return decorate

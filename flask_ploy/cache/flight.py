@@ -90,11 +90,14 @@ class Flight:
     """One computation this process waits for: its value once it lands
     (``None`` if it failed), and an event set then."""
 
-    __slots__ = ("landed", "value")
+    __slots__ = ("landed", "leader", "value")
 
     def __init__(self) -> None:
         self.landed = threading.Event()
         self.value: str | None = None
+        #: The thread computing it: a ``get_or_set`` of the same key inside
+        #: its *compute* must not wait for itself.
+        self.leader = threading.get_ident()
 
 
 class Flights:
