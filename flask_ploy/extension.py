@@ -206,7 +206,8 @@ class FlaskPloy:
         a process forked in the block (pytest-flask's ``live_server``) sees
         the same data; both files skip ``fsync``. The other
         ``PLOY_*`` settings stay. *overrides* (``PLOY_*`` keys) replace
-        either, e.g. ``PLOY_STATE_URL="postgresql+psycopg:///test"``. App
+        either, e.g. ``PLOY_STATE_URL="postgresql+psycopg:///test"`` (a real
+        store: neither new nor emptied). App
         contexts pushed in the block, and one active when it starts, see
         the temporary bindings; the app's own come back at the end.
 
@@ -292,7 +293,8 @@ def per_process_warnings(bindings: AppBindings) -> list[str]:
         if isinstance(backend, MemoryBackend):
             names = ", ".join(n for n, c in bindings.caches.items() if c.backend is backend)
             lines.append(
-                f"{names} use {backend.display_url}, a cache in each process's own memory:"
+                f"{names} {'use' if ',' in names else 'uses'} {backend.display_url},"
+                " a cache in each process's own memory:"
                 " gunicorn workers, the reloader and 'flask ploy cache' each see a different"
                 " one. Leave PLOY_CACHE_URL unset for a SQLite file in the instance folder,"
                 " shared by the app's processes on this machine, or use redis://"

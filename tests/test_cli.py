@@ -118,6 +118,25 @@ def test_config_rereads_the_file(make_app: AppFactory, tmp_path: Path) -> None:
     assert "names resource 'nope', which no state binding" in result.output
 
 
+def test_config_says_when_the_app_runs_on_other_bindings(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    """A PLOY_* setting changed after init_app has no effect: config shows the
+    configuration and says which bindings the app really uses."""
+    write_yaml(tmp_path / "ploy.yaml")
+    app = make_app(PLOY_BINDINGS=None)
+    assert "other bindings" not in run(app, "config").output
+    app.config["PLOY_CACHE_URL"] = "redis://:pw@127.0.0.1:6379/0"  # too late
+    (tmp_path / "ploy.yaml").write_text("cache:\n  CACHE: default\nstate:\n  STATE: default\n")
+    result = run(app, "config")
+    assert result.exit_code == 0, result.output
+    cache_file = f"sqlite:///{tmp_path}/instance/ploy-cache.sqlite3"
+    assert "The app runs with other bindings than these" in result.output
+    assert f"- CACHE: the app uses {cache_file}" in result.output
+    assert "- USERS: the app has it, the configuration no longer" in result.output
+    assert "pw" not in result.output
+
+
 def test_an_app_without_flask_ploy_gets_a_message(tmp_path: Path) -> None:
     app = Flask("plain", root_path=str(tmp_path))
     app.cli.add_command(ploy_cli)
@@ -348,7 +367,7 @@ def test_cache_verbs_refuse_memory_and_check_flags_it(make_app: AppFactory) -> N
     assert checked.exit_code == 0, checked.output  # a warning, not a failure
     _, _, flagged = checked.output.partition("\nPer-process caches:\n")
     assert flagged.startswith(
-        "- SESSION_CACHE use memory://, a cache in each process's own memory: gunicorn"
+        "- SESSION_CACHE uses memory://, a cache in each process's own memory: gunicorn"
         " workers, the reloader and 'flask ploy cache' each see a different one."
     ), checked.output
     assert "CACHE" not in flagged.split(" use ")[0].replace("SESSION_CACHE", "")

@@ -152,9 +152,7 @@ def test_binding_name_may_not_start_with_ploy(tmp_path: Path) -> None:
     assert "state.PLOY_STATE: binding names starting with PLOY_ are reserved" in msg
 
 
-@pytest.mark.parametrize(
-    "resource", ["Default", "my-cache", "1cache", "_x", "5", "[a]", "''"]
-)
+@pytest.mark.parametrize("resource", ["Default", "my-cache", "1cache", "_x", "5", "[a]", "''"])
 def test_resource_name_rule(tmp_path: Path, resource: str) -> None:
     msg = config_error(tmp_path, f"cache:\n  CACHE: {resource}\n")
     assert "cache.CACHE: resource name" in msg
@@ -343,6 +341,15 @@ def make(tmp_path: Path, **config: Any) -> Flask:
         ({"PLOY_CACHE_OPTIONS": "socket_timeout=1"}, "PLOY_CACHE_OPTIONS'] must be a dict"),
         ({"PLOY_CACHE_URL": "http://localhost"}, "unknown scheme 'http'; use one of memory://"),
         ({"PLOY_CACHE_URL": "localhost:6379"}, "unknown scheme ''"),
+        ({"PLOY_CACHE_URL": "sqlite:/abs/c.db"}, "a SQLite file is sqlite:///relative/path or"),
+        (
+            {
+                "PLOY_CACHE_URL": "redis://127.0.0.1:6379/0",
+                "PLOY_CACHE_OPTIONS": {"socket_timout": 1},
+            },
+            "from PLOY_CACHE_OPTIONS or the URL's query\\); did you mean 'socket_timeout'",
+        ),
+        ({"PLOY_STATE_ENGINE_OPTIONS": {"pool_sise": 3}}, "check PLOY_STATE_ENGINE_OPTIONS"),
         ({"PLOY_CACHE_URL": 6379}, "must be a URL str, not int"),
         ({"PLOY_STATE_URL": "mssql+pyodbc://u:p@h/db"}, "'mssql' database is not supported"),
         ({"PLOY_STATE_URL": "not a url"}, "state URL not a url"),
@@ -755,8 +762,7 @@ def test_merge_keys_follow_yaml() -> None:
     from flask_ploy.config import parse_yaml
 
     doc = parse_yaml(
-        "a: &a {x: 1, y: 1}\nb: &b {x: 2, z: 2}\n"
-        "one: {<<: *a, x: 9}\nboth: {<<: [*a, *b]}\n",
+        "a: &a {x: 1, y: 1}\nb: &b {x: 2, z: 2}\none: {<<: *a, x: 9}\nboth: {<<: [*a, *b]}\n",
         "ploy.yaml",
     )
     assert doc["one"] == {"x": 9, "y": 1}  # the mapping's own key wins

@@ -485,8 +485,14 @@ def make_backend(
     cls = SCHEMES.get(scheme)
     if cls is None:
         known = ", ".join(f"{s}://" for s in sorted(SCHEMES))
+        written = url.partition(":")[0].lower() if "://" not in url else scheme
+        hint = (
+            "; a SQLite file is sqlite:///relative/path or sqlite:////absolute/path"
+            if written == "sqlite"
+            else ""
+        )
         raise PloyConfigError(
-            f"cache URL {redact_url(url)}: unknown scheme {scheme!r}; use one of {known}"
+            f"cache URL {redact_url(url)}: unknown scheme {scheme!r}; use one of {known}{hint}"
         )
     extra = {} if max_bytes is None else {"max_bytes": max_bytes}
     return cls.from_url(url, cooldown=cooldown, options=options, max_entries=max_entries, **extra)

@@ -4,7 +4,10 @@ URL parsing)."""
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import queue
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -69,6 +72,22 @@ TRIPPING: tuple[type[BaseException], ...] = (
 )
 #: Error replies of INCRBY that mean bad data, not a failing server.
 BAD_COUNTER = ("value is not an integer", "would overflow", "WRONGTYPE")
+
+
+def _option_hint(exc: BaseException) -> str:
+    """For a misspelt connection option: where it came from, and the closest name."""
+    m = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+    if m is None:
+        return ""
+    known = [
+        *inspect.signature(redis.connection.AbstractConnection.__init__).parameters,
+        *inspect.signature(redis.Connection.__init__).parameters,
+        "max_connections",
+        "timeout",
+    ]
+    close = difflib.get_close_matches(m.group(1), known, n=1)
+    also = f"; did you mean {close[0]!r}?" if close else ""
+    return f" (from PLOY_CACHE_OPTIONS or the URL's query){also}"
 
 
 def classify(exc: BaseException) -> Fault:
@@ -204,7 +223,9 @@ class RedisBackend(CacheBackend):
             # them now (no I/O), so a misspelt one stops the app at init_app.
             pool.connection_class(**pool.connection_kwargs)
         except (ValueError, TypeError) as exc:
-            raise PloyConfigError(f"cache URL {redact_url(url)}: {scrub(str(exc), url)}") from None
+            raise PloyConfigError(
+                f"cache URL {redact_url(url)}: {scrub(str(exc), url)}{_option_hint(exc)}"
+            ) from None
         return redis.Redis(connection_pool=pool)
 
     def classify(self, exc: BaseException) -> Fault:

@@ -7,13 +7,16 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask import current_app
 
 from .. import config as _config
 from .. import typegen
+
+if TYPE_CHECKING:
+    from ..app_bindings import AppBindings
 from .common import current_bindings, echo_table, extension, ploy_cli, reporting
 
 
@@ -39,19 +42,45 @@ def config_command() -> None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     with reporting():
         fresh = ext.build(app)
+    current = ext.app_bindings()
+    # Temporary bindings (FlaskPloy.isolated, the pytest plugin) differ on purpose.
+    running = {} if current.temporary else _backend_urls(current)
     try:
         bindings = fresh.bindings
         rows: list[tuple[str, ...]] = []
-        for b in bindings.bindings:
-            if b.kind == "cache":
-                url = fresh.caches[b.name].backend.display_url
-            else:
-                url = fresh.states[b.name][0].display_url
-            rows.append((b.name, b.kind, b.resource, url, bindings.source))
+        for name, url in _backend_urls(fresh).items():
+            b = bindings.get(name)
+            assert b is not None
+            rows.append((name, b.kind, b.resource, url, bindings.source))
+        stale = [
+            f"{name}: the app uses {running.get(name, '(no such binding)')}"
+            for name, url in _backend_urls(fresh).items()
+            if running and running.get(name) != url
+        ] + [f"{name}: the app has it, the configuration no longer" for name in running
+             if bindings.get(name) is None]  # fmt: skip
     finally:
         fresh.close()
     echo_table(("Binding", "Kind", "Resource", "Backend", "Source"), rows)
+    if stale:
+        click.echo(
+            "\nThe app runs with other bindings than these (PLOY_* set after"
+            " init_app, or ploy.yaml edited since it started: restart it, or set them"
+            " before FlaskPloy(app)):"
+        )
+        for line in stale:
+            click.echo(f"- {line}")
     _echo_settings_warnings(app.config)
+
+
+def _backend_urls(app_bindings: AppBindings) -> dict[str, str]:
+    """Each binding's backend URL, passwords masked, in the bindings' order."""
+    urls = {}
+    for b in app_bindings.bindings.bindings:
+        if b.kind == "cache":
+            urls[b.name] = app_bindings.caches[b.name].backend.display_url
+        else:
+            urls[b.name] = app_bindings.states[b.name][0].display_url
+    return urls
 
 
 @ploy_cli.command("check")

@@ -153,6 +153,8 @@ def create_engine(url: str, options: Mapping[str, Any], pool_timeout: float) -> 
         engine = sa.create_engine(parsed, connect_args=connect_args, **options)
     except (ImportError, sa.exc.ArgumentError, TypeError) as exc:
         hint = ""
+        if not isinstance(exc, ImportError) and "argument" in str(exc):
+            hint = " (check PLOY_STATE_ENGINE_OPTIONS and the URL's query)"
         if isinstance(exc, ImportError):
             extra = "postgres" if backend == "postgresql" else "mysql"
             hint = f"; install the driver with pip install 'flask-ploy[{extra}]'" + (
