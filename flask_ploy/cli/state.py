@@ -228,7 +228,12 @@ def state_load(binding: str, file: str, replace: bool, dry_run: bool) -> None:
                 size = st.st_size if stat.S_ISREG(st.st_mode) else None
         with reporting(), progress(size, f"Loading {binding}", show_pos=False) as update:
             reader = DumpReader(
-                stream, name, settings.max_key_bytes, settings.max_value_bytes, update
+                stream,
+                name,
+                settings.max_key_bytes,
+                settings.max_value_bytes,
+                update,
+                refuse_empty=replace,
             )
             try:
                 if dry_run:
