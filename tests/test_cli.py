@@ -850,13 +850,14 @@ def test_dump_carries_metadata_and_expiration_and_loads_them(state_app: Flask) -
         g.env.STATE.set("c", "3", expires_at=far)
     result = run(state_app, "state", "dump", "STATE")
     assert result.exit_code == 0, result.output
-    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert result.stderr == "Dumped 3 keys of STATE.\n"
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines == [
         {"key": "a", "value": "1"},
         {"key": "b", "value": "2", "metadata": {"m": [1, 2]}},
         {"key": "c", "value": "3", "expiration": far},
     ]
-    result = run(state_app, "state", "load", "USER_STATE", "-", input=result.output)
+    result = run(state_app, "state", "load", "USER_STATE", "-", input=result.stdout)
     assert result.exit_code == 0, result.output
     with state_app.app_context():
         assert [tuple(e) for e in g.env.USER_STATE.entries()] == [
