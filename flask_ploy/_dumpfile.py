@@ -17,6 +17,7 @@ import array
 import codecs
 import itertools
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from json.encoder import encode_basestring
@@ -439,6 +440,15 @@ class DumpReader:
         return key, value, metadata, None if expiration is None else float(expiration)
 
 
+_BLANKS = re.compile(r"[ \t\r\n]*")
+
+
+def _skip_blanks(buf: str, pos: int) -> int:
+    """The first position at or after *pos* that is not JSON whitespace."""
+    m = _BLANKS.match(buf, pos)
+    return m.end() if m else pos
+
+
 class _Text:
     """Decoded text of a chunked UTF-8 stream, for incremental JSON parsing.
 
@@ -502,12 +512,9 @@ class _Text:
     def peek(self) -> str:
         """Skip whitespace; the next character, or ``""`` at the end of the file."""
         while True:
-            buf, pos = self.buf, self.pos
-            n = len(buf)
-            while pos < n and buf[pos] in " \t\r\n":
-                pos += 1
-            self.pos = pos
-            if pos < n:
+            buf = self.buf
+            pos = self.pos = _skip_blanks(buf, self.pos)
+            if pos < len(buf):
                 return buf[pos]
             if not self.more():
                 return ""

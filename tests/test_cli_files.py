@@ -245,3 +245,24 @@ def test_dump_redirected_in_a_real_process(tmp_path: Path) -> None:
     assert done.returncode == 0
     assert done.stdout == b'{"key": "k", "value": "v"}\n'
     assert done.stderr == b"Dumped 1 key of STATE.\n"
+
+
+def test_dump_to_dev_stdout_writes_the_open_file(tmp_path: Path) -> None:
+    """``-o /dev/stdout`` with stdout on a regular file writes that file; it
+    is not replaced by a new one (which the shell's descriptor would miss)."""
+    (tmp_path / "cliapp.py").write_text(APP_MODULE)
+    write_yaml(tmp_path / "ploy.yaml")
+    assert flask(tmp_path, "state", "set", "STATE", "k", "v").returncode == 0
+    out = tmp_path / "out.jsonl"
+    with open(out, "wb") as f:
+        inode = os.fstat(f.fileno()).st_ino
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
+        done = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "cliapp", "ploy", "state", "dump", "STATE",
+             "-o", "/dev/stdout"],
+            cwd=tmp_path, env=env, stdout=f, stderr=subprocess.PIPE, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_ino == inode
+    assert out.read_bytes() == b'{"key": "k", "value": "v"}\n'
+    _no_temporary_files(tmp_path)

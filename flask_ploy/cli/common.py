@@ -125,6 +125,17 @@ def is_regular_or_missing(path: str) -> bool:
     return stat.S_ISREG(st.st_mode)
 
 
+def _names_a_descriptor(path: str) -> bool:
+    """Whether *path* is ``/dev/stdout``, ``/dev/fd/N`` or the like: an open
+    file of the process, to write where it points, not to replace."""
+    full = os.path.abspath(path)
+    return (
+        full in ("/dev/stdout", "/dev/stderr")
+        or full.startswith(("/dev/fd/", "/proc/"))
+        or os.path.realpath(full).startswith("/proc/")
+    )
+
+
 @contextlib.contextmanager
 def output_file(path: str) -> Iterator[IO[bytes]]:
     """Open *path* to write it whole, as ``-o FILE`` does.
@@ -133,10 +144,11 @@ def output_file(path: str) -> Iterator[IO[bytes]]:
     it and renamed over it when the block ends without an error, so it is
     never seen half-written; a new file gets ``0666 & ~umask``, an existing
     one keeps its mode. A symlink is followed: the file it points to is
-    replaced, the link stays. Anything else (a FIFO, a device,
-    ``/dev/stdout``) is opened and written directly. A directory is an error.
+    replaced, the link stays. Anything else (a FIFO, a device, and
+    ``/dev/stdout`` whatever it is) is opened and written directly. A
+    directory is an error.
     """
-    if not is_regular_or_missing(path) or os.path.realpath(path).startswith("/proc/"):
+    if not is_regular_or_missing(path) or _names_a_descriptor(path):
         try:
             direct = open(path, "wb")  # noqa: SIM115
         except OSError as exc:
