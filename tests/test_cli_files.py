@@ -196,6 +196,16 @@ def test_dump_and_types_write_into_a_fifo(make_app: AppFactory, tmp_path: Path) 
         assert result.exit_code == 0, result.output
         assert stat.S_ISFIFO(fifo.stat().st_mode)
         assert b"class PloyEnv(Protocol)" in reader.data
+    # A reader that goes away: an error, not a traceback.
+    reader_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    writer = threading.Timer(0.5, os.close, [reader_fd])
+    writer.start()
+    with app.app_context():
+        g.env.STATE.set_many({f"k{i}": "x" * 1000 for i in range(2000)})
+    result = run(app, "state", "dump", "STATE", "-o", str(fifo))
+    writer.join()
+    assert result.exit_code == 1
+    assert f"Error: cannot write {fifo}: [Errno 32] Broken pipe" in result.output
     result = run(app, "types", "-o", str(fifo), "--check")
     assert result.exit_code == 1
     assert "not a regular file" in result.output

@@ -185,15 +185,21 @@ def state_dump(binding: str, output: str, fmt: str) -> None:
 
 
 def _dump_to_file(state: State, path: str, fmt: str, update: Callable[[int], None]) -> int:
-    with output_file(path) as out:
-        return write_dump(state.entries(page_size=PAGE), out, fmt, update)
+    try:
+        with output_file(path) as out:
+            return write_dump(state.entries(page_size=PAGE), out, fmt, update)
+    except OSError as exc:  # a full disk, /dev/full, a closed FIFO
+        raise click.ClickException(f"cannot write {path}: {exc}") from None
 
 
 @state_group.command("load")
 @click.argument("binding")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, exists=True))
 @click.option(
-    "--replace", is_flag=True, help="Delete every key of the resource first (same transaction)."
+    "--replace",
+    is_flag=True,
+    help="Delete every key of the resource first (same transaction). Refuses an input"
+    " without records; load [] to empty the resource.",
 )
 @click.option("--dry-run", is_flag=True, help="Read and check FILE; write nothing.")
 def state_load(binding: str, file: str, replace: bool, dry_run: bool) -> None:
