@@ -17,6 +17,8 @@ import array
 import codecs
 import itertools
 import json
+import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from json.encoder import encode_basestring
 from typing import IO, Any, NoReturn
@@ -88,7 +90,37 @@ class BadInput(ValueError):
     """
 
 
-_decode_json = json.JSONDecoder().decode
+class _Repeated(Exception):
+    """A field twice in one JSON object (raised by :func:`_object`)."""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _Repeated(name)
+            seen.add(name)
+    return obj
+
+
+_decoder = json.JSONDecoder(object_pairs_hook=_object)
+_decode_json = _decoder.decode
+
+
+def _decode_problem(exc: BaseException) -> str | None:
+    """The message for an exception of decoding a JSON value, other than
+    :class:`json.JSONDecodeError`; ``None`` if it is not about the input."""
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deeply"
+    if isinstance(exc, _Repeated):
+        return f"the field {exc.args[0]!r} twice in one object (JSON would keep only the last one)"
+    if isinstance(exc, ValueError) and "digits" in str(exc):
+        limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 4300
+        return f"an integer of more than {limit} digits"
+    return None
+
 
 _TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
 
@@ -115,7 +147,15 @@ class DumpReader:
     :class:`BadInput`. A key that appears twice is refused at the end (before
     the load commits): a dump holds each key once. Dumps come in key order,
     where a repeat is the previous key; for input in another order, a hash
-    and a line number per key (16 bytes) find repeats at the end.
+    and a line number per key (16 bytes) find repeats at the end. A field
+    twice in one object, and an integer Python will not convert (over
+    ``sys.get_int_max_str_digits()`` digits), are a :class:`BadInput` too.
+
+    Blank space before the first record is skipped a chunk at a time, and
+    refused past the longest valid record. With *refuse_empty* (for ``load
+    --replace``), an input without a record (empty or blank, as a failed
+    ``dump`` leaves a pipe) is a :class:`BadInput`; an empty JSON array
+    (``[]``) is not: it was written on purpose.
     """
 
     def __init__(
@@ -125,8 +165,10 @@ class DumpReader:
         max_key: int,
         max_value: int,
         progress: Callable[[int], None],
+        refuse_empty: bool = False,
     ) -> None:
         self.stream = stream
+        self.refuse_empty = refuse_empty
         self.name = name
         self.max_key = max_key
         self.max_value = max_value
@@ -168,28 +210,51 @@ class DumpReader:
 
     def _pairs(self) -> Iterator[Record]:
         chunks = self._chunks()
-        head = b""
-        for data in chunks:
-            head += data
-            if len(head) >= 3 and head.removeprefix(codecs.BOM_UTF8).lstrip(b" \t\r\n"):
+        # A byte order mark, then blanks, skipped a chunk at a time: only the
+        # current chunk is held, and at most max_element bytes are skipped.
+        data = b""
+        for more in chunks:
+            data += more
+            if len(data) >= len(codecs.BOM_UTF8):
                 break
-        head = head.removeprefix(codecs.BOM_UTF8)
-        body = head.lstrip(b" \t\r\n")
-        rest = itertools.chain([head], chunks)
+        data = data.removeprefix(codecs.BOM_UTF8)
+        skipped = newlines = 0
+        while True:
+            body = data.lstrip(b" \t\r\n")
+            skipped += len(data) - len(body)
+            newlines += data.count(b"\n", 0, len(data) - len(body))
+            if skipped > self.max_element:
+                raise BadInput(
+                    f"{self.name}, line {newlines + 1}: more blank space before the first"
+                    f" record than any valid record takes ({self.max_element:,} bytes, for"
+                    " PLOY_MAX_KEY_BYTES and PLOY_MAX_VALUE_BYTES); is it a dump?"
+                )
+            if body:
+                break
+            data = next(chunks, b"")
+            if not data:
+                break
         if not body:
             self.format = "empty"
+            if self.refuse_empty:
+                raise BadInput(
+                    f"{self.name}: no records (an empty input); --replace would delete every"
+                    " key and load nothing, as when the command writing a dump into a pipe"
+                    " fails. To empty the resource on purpose, load an empty JSON array"
+                    " ([]) with --replace, or delete the keys another way"
+                )
             return
+        rest = itertools.chain([body], chunks)
         if body[:1] == b"[":
             self.format = "json"
-            pairs = self._json(rest)
+            pairs = self._json(rest, newlines + 1)
         elif body[:1] == b"{":
             self.format = "jsonl"
-            pairs = self._jsonl(rest)
+            pairs = self._jsonl(rest, newlines)
         else:
-            line = head[: len(head) - len(body)].count(b"\n") + 1
             raise BadInput(
-                f"{self.name}, line {line}: expected JSON Lines ({{...}} per line) or a"
-                f' JSON array ([...]) of {{"key": ..., "value": ...}} objects, found'
+                f"{self.name}, line {newlines + 1}: expected JSON Lines ({{...}} per line) or"
+                f' a JSON array ([...]) of {{"key": ..., "value": ...}} objects, found'
                 f" {body[:20].decode('utf-8', 'replace')!r}"
             )
         for pair, line in pairs:
@@ -229,8 +294,8 @@ class DumpReader:
                 )
             first[h] = line
 
-    def _jsonl(self, chunks: Iterable[bytes]) -> Iterator[tuple[Record, int]]:
-        line = 0
+    def _jsonl(self, chunks: Iterable[bytes], line: int) -> Iterator[tuple[Record, int]]:
+        """The records of *chunks*, whose first line is line *line* + 1."""
         parts: list[bytes] = []
         held = 0  # bytes of the unfinished line in parts
         for data in chunks:
@@ -276,12 +341,16 @@ class DumpReader:
             raise BadInput(
                 f"{self.name}, line {line}: invalid JSON: {exc.msg} (column {exc.colno})"
             ) from None
-        except RecursionError:
-            raise BadInput(f"{self.name}, line {line}: JSON nested too deeply") from None
+        except (RecursionError, _Repeated, ValueError) as exc:
+            problem = _decode_problem(exc)
+            if problem is None:
+                raise
+            raise BadInput(f"{self.name}, line {line}: {problem}") from None
         return self._pair(obj, line)
 
-    def _json(self, chunks: Iterator[bytes]) -> Iterator[tuple[Record, int]]:
-        text = _Text(chunks, self.name, self.max_element)
+    def _json(self, chunks: Iterator[bytes], line: int) -> Iterator[tuple[Record, int]]:
+        """The records of *chunks*, which start on line *line*."""
+        text = _Text(chunks, self.name, self.max_element, line)
         text.expect("[")
         if text.peek() == "]":
             text.pos += 1
@@ -363,7 +432,21 @@ class DumpReader:
             check_entry(key, metadata, expiration)
         except (TypeError, ValueError) as exc:
             raise BadInput(f"{where}: {exc}") from None
+        except OverflowError:  # an integer too big for a float
+            raise BadInput(
+                f"{where}: expiration of {key!r} must be epoch seconds: a number of"
+                f" {len(str(expiration))} digits is out of range"
+            ) from None
         return key, value, metadata, None if expiration is None else float(expiration)
+
+
+_BLANKS = re.compile(r"[ \t\r\n]*")
+
+
+def _skip_blanks(buf: str, pos: int) -> int:
+    """The first position at or after *pos* that is not JSON whitespace."""
+    m = _BLANKS.match(buf, pos)
+    return m.end() if m else pos
 
 
 class _Text:
@@ -373,9 +456,9 @@ class _Text:
     position at or after the last one asked about.
     """
 
-    _decode = json.JSONDecoder().raw_decode
+    _decode = _decoder.raw_decode
 
-    def __init__(self, chunks: Iterator[bytes], name: str, max_element: int) -> None:
+    def __init__(self, chunks: Iterator[bytes], name: str, max_element: int, line: int = 1) -> None:
         self.chunks = chunks
         self.name = name
         self.max_element = max_element
@@ -383,7 +466,7 @@ class _Text:
         self.buf = ""
         self.pos = 0
         self.eof = False
-        self._line = 1  # the line number at self._line_pos
+        self._line = line  # the line number at self._line_pos
         self._line_pos = 0
 
     def line_at(self, pos: int) -> int:
@@ -429,12 +512,9 @@ class _Text:
     def peek(self) -> str:
         """Skip whitespace; the next character, or ``""`` at the end of the file."""
         while True:
-            buf, pos = self.buf, self.pos
-            n = len(buf)
-            while pos < n and buf[pos] in " \t\r\n":
-                pos += 1
-            self.pos = pos
-            if pos < n:
+            buf = self.buf
+            pos = self.pos = _skip_blanks(buf, self.pos)
+            if pos < len(buf):
                 return buf[pos]
             if not self.more():
                 return ""
@@ -453,14 +533,17 @@ class _Text:
         while True:
             try:
                 obj, end = self._decode(self.buf, self.pos)
-            except RecursionError:
-                self.fail("JSON nested too deeply")
             except json.JSONDecodeError as exc:
                 tail = len(self.buf) - self.pos
                 truncated = exc.pos >= len(self.buf) - 12 or exc.msg.startswith("Unterminated")
                 if truncated and tail <= self.max_element and self.more(max(tail, CHUNK)):
                     continue
                 self.fail(f"invalid JSON: {exc.msg}", exc.pos)
+            except (RecursionError, _Repeated, ValueError) as exc:
+                problem = _decode_problem(exc)
+                if problem is None:
+                    raise
+                self.fail(problem, self.pos)
             if end == len(self.buf) and not isinstance(obj, (dict, list, str)) and self.more():
                 continue  # a number or literal may go on in the next chunk
             self.pos = end

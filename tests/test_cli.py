@@ -437,11 +437,34 @@ def test_empty_resource_dumps_and_loads(state_app: Flask) -> None:
     assert run(state_app, "state", "dump", "STATE", "--format", "json").stdout_bytes == b"[]\n"
     with state_app.app_context():
         g.env.USER_STATE.set("x", "1")
-    for empty in (b"", b"[]", b" \n[ ]\n", b"\n\n"):
+    # No records at all: what a failed dump leaves in a pipe. Without --replace
+    # it loads nothing; with --replace it would delete every key, so it is
+    # refused, dry run included.
+    for empty in (b"", b"\n\n", b" \r\n\t", b"\xef\xbb\xbf"):
+        result = run(state_app, "state", "load", "USER_STATE", "-", input=empty)
+        assert result.exit_code == 0, result.output
+        assert "Loaded 0 keys from <stdin> (an empty file)" in result.stdout
+        for extra in ([], ["--dry-run"]):
+            result = run(state_app, "state", "load", "USER_STATE", "-", "--replace", *extra,
+                         input=empty)  # fmt: skip
+            assert result.exit_code == 1, result.output
+            assert (
+                "Error: <stdin>: no records (an empty input); --replace would delete every key"
+                in result.output
+            )
+            assert "load an empty JSON array ([])" in result.output
+            assert "nothing was written" in result.output
+            assert contents(state_app, "USER_STATE") == {"x": "1"}
+    # An explicit empty JSON array empties the resource on purpose.
+    for empty in (b"[]", b" \n[ ]\n"):
         result = run(state_app, "state", "load", "USER_STATE", "-", "--replace", input=empty)
         assert result.exit_code == 0, result.output
-        assert "Loaded 0 keys" in result.stdout
+        assert "Loaded 0 keys from <stdin> (a JSON array) into USER_STATE after deleting" in (
+            result.stdout
+        )
         assert contents(state_app, "USER_STATE") == {}
+        with state_app.app_context():
+            g.env.USER_STATE.set("x", "1")
 
 
 BAD_INPUTS = [
@@ -513,6 +536,28 @@ BAD_INPUTS = [
     (
         b'[{"key": "b", "value": "1"},\n {"key": "a", "value": "2"},\n {"key": "b", "value": "3"}]',
         "line 3: a key that is on line 1 too",
+    ),
+    # A field twice in one object: json would keep the last one silently.
+    (
+        b'{"key": "a", "value": "1"}\n{"key": "b", "value": "2", "key": "c"}\n',
+        "line 2: the field 'key' twice in one object",
+    ),
+    (
+        b'[{"key": "a", "value": "1"},\n {"value": "2", "key": "b", "value": "3"}]',
+        "line 2: the field 'value' twice in one object",
+    ),
+    # Integers past Python's int_max_str_digits: bad input, not a ValueError traceback.
+    (
+        b'{"key": "a", "value": "1"}\n{"key": "b", "value": ' + b"7" * 4301 + b"}\n",
+        "line 2: an integer of more than 4300 digits",
+    ),
+    (
+        b'{"key": "a", "value": "1", "extra": ' + b"7" * 5000 + b"}\n",
+        "line 1: an integer of more than 4300 digits",
+    ),
+    (
+        b'[{"key": "a", "value": "1"},\n\n' + b"7" * 100_000 + b"]",
+        "line 3: an integer of more than 4300 digits",
     ),
 ]
 
@@ -824,13 +869,14 @@ def test_dump_carries_metadata_and_expiration_and_loads_them(state_app: Flask) -
         g.env.STATE.set("c", "3", expires_at=far)
     result = run(state_app, "state", "dump", "STATE")
     assert result.exit_code == 0, result.output
-    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert result.stderr == "Dumped 3 keys of STATE.\n"
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines == [
         {"key": "a", "value": "1"},
         {"key": "b", "value": "2", "metadata": {"m": [1, 2]}},
         {"key": "c", "value": "3", "expiration": far},
     ]
-    result = run(state_app, "state", "load", "USER_STATE", "-", input=result.output)
+    result = run(state_app, "state", "load", "USER_STATE", "-", input=result.stdout)
     assert result.exit_code == 0, result.output
     with state_app.app_context():
         assert [tuple(e) for e in g.env.USER_STATE.entries()] == [

@@ -14,10 +14,18 @@ from flask import current_app
 
 from .. import config as _config
 from .. import typegen
+from .common import (
+    current_bindings,
+    echo_table,
+    extension,
+    is_regular_or_missing,
+    output_file,
+    ploy_cli,
+    reporting,
+)
 
 if TYPE_CHECKING:
     from ..app_bindings import AppBindings
-from .common import current_bindings, echo_table, extension, ploy_cli, reporting
 
 
 def _echo_settings_warnings(config: Any) -> None:
@@ -169,9 +177,15 @@ def types_command(output: str | None, check: bool) -> None:
     if output == "-":
         click.echo(text, nl=False)
         return
+    regular = is_regular_or_missing(output)
+    if not regular and check:
+        raise click.ClickException(f"cannot check {output}: not a regular file")
     try:
-        with open(output, encoding="utf-8") as f:
-            current: str | None = f.read()
+        if not regular:  # a FIFO or a device: write it, reading would block or consume
+            current: str | None = None
+        else:
+            with open(output, encoding="utf-8") as f:
+                current = f.read()
     except FileNotFoundError:
         current = None
     except (OSError, UnicodeDecodeError) as exc:
@@ -186,8 +200,8 @@ def types_command(output: str | None, check: bool) -> None:
         click.echo(f"{output} is up to date.")
         return
     try:
-        with open(output, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+        with output_file(output) as f:
+            f.write(text.encode("utf-8"))
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc}") from None
     click.echo(f"Wrote {output} ({len(bindings.bindings)} bindings from {source}).")

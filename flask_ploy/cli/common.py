@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import os
+import stat
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import click
 from flask import current_app
@@ -100,3 +103,74 @@ def echo_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in widths), *rows]:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def is_regular_or_missing(path: str) -> bool:
+    """Whether *path* (after symlinks) is a regular file or does not exist yet;
+    raise a :class:`click.ClickException` for a directory."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise click.ClickException(f"cannot write {path}: it is a directory")
+    return stat.S_ISREG(st.st_mode)
+
+
+def _names_a_descriptor(path: str) -> bool:
+    """Whether *path* is ``/dev/stdout``, ``/dev/fd/N`` or the like: an open
+    file of the process, to write where it points, not to replace."""
+    full = os.path.abspath(path)
+    return (
+        full in ("/dev/stdout", "/dev/stderr")
+        or full.startswith(("/dev/fd/", "/proc/"))
+        or os.path.realpath(full).startswith("/proc/")
+    )
+
+
+@contextlib.contextmanager
+def output_file(path: str) -> Iterator[IO[bytes]]:
+    """Open *path* to write it whole, as ``-o FILE`` does.
+
+    A regular file, or a new one, is written under a temporary name beside
+    it and renamed over it when the block ends without an error, so it is
+    never seen half-written; a new file gets ``0666 & ~umask``, an existing
+    one keeps its mode. A symlink is followed: the file it points to is
+    replaced, the link stays. Anything else (a FIFO, a device, and
+    ``/dev/stdout`` whatever it is) is opened and written directly. A
+    directory is an error.
+    """
+    if not is_regular_or_missing(path) or _names_a_descriptor(path):
+        try:
+            direct = open(path, "wb")  # noqa: SIM115
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {path}: {exc}") from None
+        with direct:
+            yield direct
+        return
+    real = os.path.realpath(path)
+    try:
+        mode = stat.S_IMODE(os.stat(real).st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".ploy-", dir=os.path.dirname(real))
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), mode)
+            yield out
+        os.replace(tmp, real)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Callable
 
 import click
@@ -20,6 +19,7 @@ from .common import (
     check_binding,
     current_bindings,
     n_keys,
+    output_file,
     ploy_cli,
     progress,
     reporting,
@@ -152,7 +152,8 @@ def state_list(binding: str, prefix: str, limit: int | None) -> None:
     type=click.Path(dir_okay=False, allow_dash=True),
     default="-",
     show_default=True,
-    help="File to write (- for stdout). Written under a temporary name, then renamed.",
+    help="File to write (- for stdout). A regular file is written under a temporary"
+    " name, then renamed.",
 )
 @click.option(
     "--format",
@@ -179,32 +180,26 @@ def state_dump(binding: str, output: str, fmt: str) -> None:
                 out.flush()
             else:
                 n = _dump_to_file(state, output, fmt, update)
-    if output != "-":
-        click.echo(f"Dumped {n_keys(n)} of {binding} to {output}.", err=True)
+    to = "" if output == "-" else f" to {output}"
+    click.echo(f"Dumped {n_keys(n)} of {binding}{to}.", err=True)
 
 
 def _dump_to_file(state: State, path: str, fmt: str, update: Callable[[int], None]) -> int:
-    folder = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".ploy-dump-", dir=folder)
-    except OSError as exc:
+        with output_file(path) as out:
+            return write_dump(state.entries(page_size=PAGE), out, fmt, update)
+    except OSError as exc:  # a full disk, /dev/full, a closed FIFO
         raise click.ClickException(f"cannot write {path}: {exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            n = write_dump(state.entries(page_size=PAGE), out, fmt, update)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return n
 
 
 @state_group.command("load")
 @click.argument("binding")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, exists=True))
 @click.option(
-    "--replace", is_flag=True, help="Delete every key of the resource first (same transaction)."
+    "--replace",
+    is_flag=True,
+    help="Delete every key of the resource first (same transaction). Refuses an input"
+    " without records; load [] to empty the resource.",
 )
 @click.option("--dry-run", is_flag=True, help="Read and check FILE; write nothing.")
 def state_load(binding: str, file: str, replace: bool, dry_run: bool) -> None:
@@ -228,7 +223,12 @@ def state_load(binding: str, file: str, replace: bool, dry_run: bool) -> None:
                 size = st.st_size if stat.S_ISREG(st.st_mode) else None
         with reporting(), progress(size, f"Loading {binding}", show_pos=False) as update:
             reader = DumpReader(
-                stream, name, settings.max_key_bytes, settings.max_value_bytes, update
+                stream,
+                name,
+                settings.max_key_bytes,
+                settings.max_value_bytes,
+                update,
+                refuse_empty=replace,
             )
             try:
                 if dry_run:
