@@ -370,7 +370,7 @@ def test_cache_verbs_refuse_memory_and_check_flags_it(make_app: AppFactory) -> N
         "- SESSION_CACHE uses memory://, a cache in each process's own memory: gunicorn"
         " workers, the reloader and 'flask ploy cache' each see a different one."
     ), checked.output
-    assert "CACHE" not in flagged.split(" use ")[0].replace("SESSION_CACHE", "")
+    assert "CACHE" not in flagged.split(" uses ")[0].replace("SESSION_CACHE", "")
     assert "Per-process caches" not in run(make_app(), "check").output
 
 

@@ -172,7 +172,7 @@ def test_teardown_rolls_back_an_open_transaction(make_app: Any, tmp_path: Path) 
     with app.app_context():
         cur = g.env.STATE.connection().cursor()
         cur.execute("BEGIN IMMEDIATE")  # a write lock left open
-        cur.execute("INSERT INTO ploy_state VALUES ('default', 'ghost', 'x')")
+        cur.execute("INSERT INTO ploy_state (resource, key, value) VALUES ('default', 'ghost', 'x')")
     with app.app_context():
         g.env.STATE.set("other", "ok")  # would wait for the lock and fail if it were held
         assert g.env.STATE.get("ghost") is None
@@ -221,7 +221,7 @@ def test_memory_cache_warns_once_outside_debug_and_testing(tmp_path: Path, caplo
         )
     ]
     assert [m for _, m in messages(PLOY_CACHE_RESOURCES={"sessions": "memory://"})] == [
-        found[0][1].replace("CACHE, SESSION_CACHE, ALIAS_CACHE", "SESSION_CACHE")
+        found[0][1].replace("CACHE, SESSION_CACHE, ALIAS_CACHE use", "SESSION_CACHE uses")
     ]
     assert messages() == []  # the SQLite default
     assert messages(PLOY_CACHE_URL="memory://", TESTING=True) == []
