@@ -27,11 +27,12 @@ import logging
 import os
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from flask_ploy import CacheUnavailable, FlaskPloy, StateUnavailable
+from flask_ploy.observe import prometheus
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # The atomic rate limiter: RATE_LIMIT requests per RATE_WINDOW seconds.
         RATE_LIMIT=5,
         RATE_WINDOW=10,
+        # Counters per binding and operation, and Prometheus metrics at
+        # /metrics, when prometheus_client is installed (pip install
+        # 'flask-ploy[metrics]'); FLASK_PLOY_METRICS=false turns them off.
+        PLOY_METRICS=prometheus.available(),
     )
     # FLASK_PLOY_CACHE_URL=redis://... sets PLOY_CACHE_URL; values that are
     # JSON are parsed (FLASK_PLOY_CACHE_COOLDOWN=2 is a number).
@@ -75,7 +80,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(patterns.bp)
     app.register_blueprint(page.bp)
     _register_error_handlers(app)
+    if app.config["PLOY_METRICS"] and prometheus.available():
+        app.add_url_rule("/metrics", "metrics", _metrics)
     return app
+
+
+def _metrics() -> ResponseReturnValue:
+    """The Prometheus scrape: every gunicorn worker's metrics when
+    PROMETHEUS_MULTIPROC_DIR is set (see docs/observability.rst)."""
+    body, content_type = prometheus.exposition(request.headers.get("Accept"))
+    return body, 200, {"Content-Type": content_type}
 
 
 def _register_error_handlers(app: Flask) -> None:
