@@ -72,6 +72,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
 
+    if app.config.get("PLOY_TRACING"):
+        _console_tracing()
     ploy.init_app(app)  # reads example_app/ploy.yaml
 
     from . import basics, page, patterns
@@ -83,6 +85,23 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if app.config["PLOY_METRICS"] and prometheus.available():
         app.add_url_rule("/metrics", "metrics", _metrics)
     return app
+
+
+def _console_tracing() -> None:
+    """FLASK_PLOY_TRACING=true: print each span on stdout, if the
+    OpenTelemetry SDK is installed and the app has set up no tracing of its
+    own. A real app configures an exporter to its tracing backend instead."""
+    try:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+    except ImportError:
+        return
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
+        return
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
 
 
 def _metrics() -> ResponseReturnValue:
