@@ -230,3 +230,43 @@ def test_isolated_bindings_are_observed_too(make_app: AppFactory) -> None:
         assert isinstance(g.env.CACHE, Cache) and type(g.env.CACHE) is not Cache
         g.env.CACHE.get("x")
         assert ploy.stats(app)["bindings"]["CACHE"]["ops"]["get"]["calls"] == 1
+
+
+def test_cli_stats_reads_the_shared_backends(make_app: AppFactory, tmp_path: Any) -> None:
+    import json
+
+    servers.need(servers.redis_ok(), "Redis")
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    app = make_app(
+        {"cache": {"CACHE": "default", "LOCAL": "local"}, "state": {"STATE": "default"}},
+        PLOY_CACHE_URL=servers.REDIS_URL,
+        PLOY_CACHE_KEY_PREFIX=prefix,
+        PLOY_CACHE_RESOURCES={"local": f"sqlite:///{tmp_path}/c.sqlite3"},
+        PLOY_STATE_URL=f"sqlite:///{tmp_path}/s.sqlite3",
+    )
+    with app.app_context():
+        g.env.STATE.set_many({"a": "1", "b": "2", "c": "3"})
+        g.env.LOCAL.set("x", "y")
+        g.env.CACHE.get("nothing-here")  # one more keyspace miss on the server
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["ploy", "stats", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    redis_entry = next(e for e in data["cache"] if e["bindings"] == ["CACHE"])
+    assert redis_entry["server"]["keyspace_misses"] >= 1
+    local = next(e for e in data["cache"] if e["bindings"] == ["LOCAL"])
+    assert local["entries"] == {"local": 1}
+    assert data["state"] == [
+        {"binding": "STATE", "resource": "default", "rows": 3, "url": data["state"][0]["url"]}
+    ]
+    text = runner.invoke(args=["ploy", "stats"]).output
+    assert "resource default: 3 rows" in text and "resource local: 1 entries" in text
+    assert "keyspace_hits" in text
+
+
+def test_cli_stats_reports_a_down_redis(make_app: AppFactory) -> None:
+    url = f"redis://127.0.0.1:{servers.free_port()}/0"
+    app = make_app(PLOY_CACHE_URL=url)
+    result = app.test_cli_runner().invoke(args=["ploy", "stats"])
+    assert result.exit_code == 0
+    assert "unavailable: ConnectionError" in result.output
