@@ -25,7 +25,7 @@ TEMPLATE = """\
 {% else %}
 <table class="flDebugTablesorter">
   <thead><tr><th>#</th><th>ms</th><th>Binding</th><th>Resource</th><th>Operation</th>
-  <th>Key</th><th>Outcome</th><th></th></tr></thead>
+  <th>Key</th><th>Outcome</th><th>Detail</th></tr></thead>
   <tbody>
   {% for op in ops %}
     <tr class="{{ loop.cycle('flDebugOdd', 'flDebugEven') }}">
