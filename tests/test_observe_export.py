@@ -24,15 +24,20 @@ from . import servers
 from .conftest import AppFactory
 
 _exporter = InMemorySpanExporter()
+_attached: list[object] = []
 
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    """Finished spans of this test (one SDK provider for the process)."""
+    """Finished spans of this test (one SDK provider for the process, maybe
+    set up by another test or a docs page: the exporter is added to it)."""
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        provider = TracerProvider()
+        trace.set_tracer_provider(TracerProvider())
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    if provider not in _attached:
         provider.add_span_processor(SimpleSpanProcessor(_exporter))
-        trace.set_tracer_provider(provider)
+        _attached.append(provider)
     _exporter.clear()
     yield _exporter
     _exporter.clear()
