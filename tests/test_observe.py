@@ -270,3 +270,31 @@ def test_cli_stats_reports_a_down_redis(make_app: AppFactory) -> None:
     result = app.test_cli_runner().invoke(args=["ploy", "stats"])
     assert result.exit_code == 0
     assert "unavailable: ConnectionError" in result.output
+
+
+def test_a_method_added_later_is_observed(make_app: AppFactory) -> None:
+    """A binding class with an operation this package never heard of."""
+    from flask_ploy.state import Connections
+
+    class Extended(State):
+        __slots__ = ()
+
+        def put(self, key: str, value: str) -> None:
+            self.set(key, value)  # on the binding itself: counted once, as put
+
+    app = make_app(**ON)
+    ploy = app.extensions["ploy"]
+    observer = ploy.app_bindings(app).observer
+    store = ploy.state_store("STATE", app)
+    conns = Connections(threading.get_ident())
+    try:
+        with app.app_context():
+            proxy = observer.wrap_state(Extended("STATE", "default", store, conns), store)
+            assert isinstance(proxy, Extended)
+            proxy.put("k", "value")
+            assert proxy.get("k") == "value"
+    finally:
+        conns.release()
+    ops = ops_of(app, "STATE")
+    assert ops["put"]["calls"] == 1 and ops["put"]["bytes_out"] == 5
+    assert "set" not in ops
