@@ -61,11 +61,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # The atomic rate limiter: RATE_LIMIT requests per RATE_WINDOW seconds.
         RATE_LIMIT=5,
         RATE_WINDOW=10,
-        # Counters per binding and operation, and Prometheus metrics at
-        # /metrics, when prometheus_client is installed (pip install
-        # 'flask-ploy[metrics]'); FLASK_PLOY_METRICS=false turns them off.
-        PLOY_METRICS=prometheus.available(),
     )
+    # Counters per binding and operation, and Prometheus metrics at /metrics,
+    # when prometheus_client is installed (pip install 'flask-ploy[metrics]');
+    # FLASK_PLOY_METRICS=false in the environment turns them off.
+    app.config.setdefault("PLOY_METRICS", prometheus.available())
     # FLASK_PLOY_CACHE_URL=redis://... sets PLOY_CACHE_URL; values that are
     # JSON are parsed (FLASK_PLOY_CACHE_COOLDOWN=2 is a number).
     app.config.from_prefixed_env()

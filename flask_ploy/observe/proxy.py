@@ -46,8 +46,8 @@ class Observed:
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._ploy_target, name, value)
 
-    def __repr__(self) -> str:
-        return f"<observed {self._ploy_target!r}>"
+    def __repr__(self) -> str:  # the binding's: the proxy passes for it
+        return repr(self._ploy_target)
 
     def __dir__(self) -> list[str]:
         return dir(self._ploy_target)
