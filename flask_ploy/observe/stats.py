@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 #: Upper bounds of the latency histogram's buckets, in seconds (the last,
 #: ``+Inf``, is implicit). The same bounds as the Prometheus histogram.
@@ -76,8 +76,7 @@ class OpStats:
         }
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(NamedTuple):
     """What one operation did, as :class:`Stats` and the other sinks take it.
 
     :ivar seconds: Its duration.
