@@ -69,6 +69,7 @@ bench: $(DEV_STAMP)
 
 screenshot: $(DEV_STAMP)
 	PLOY_SCREENSHOT=1 $(BIN)/pytest tests/test_example_app.py -k test_screenshot_for_the_docs
+	PLOY_SCREENSHOT=1 $(BIN)/pytest tests/test_observe_toolbar.py
 
 dist: $(DEV_STAMP)
 	rm -rf dist

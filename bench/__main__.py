@@ -32,7 +32,7 @@ from . import _harness, report
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 ALL_GROUPS = ["cache", "state_sqlite", "state_postgres", "state_mariadb", "dumpload", "growth",
-              "profile", "http", "stampede"]  # fmt: skip
+              "profile", "http", "stampede", "observe"]  # fmt: skip
 NEEDS = {
     "cache": {"redis"},
     "state_postgres": {"postgres"},

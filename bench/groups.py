@@ -1081,7 +1081,14 @@ GROUPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "growth": growth_group,
     "profile": profile_group,
     "http_app": http_app_group,
+    "observe": lambda cfg: _observe_group(cfg),
 }
+
+
+def _observe_group(cfg: dict[str, Any]) -> dict[str, Any]:
+    from .observe import observe_group
+
+    return observe_group(cfg)
 
 
 def main(argv: list[str]) -> int:

@@ -27,11 +27,12 @@ import logging
 import os
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from flask_ploy import CacheUnavailable, FlaskPloy, StateUnavailable
+from flask_ploy.observe import prometheus
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         RATE_LIMIT=5,
         RATE_WINDOW=10,
     )
+    # Counters per binding and operation, and Prometheus metrics at /metrics,
+    # when prometheus_client is installed (pip install 'flask-ploy[metrics]');
+    # FLASK_PLOY_METRICS=false in the environment turns them off.
+    app.config.setdefault("PLOY_METRICS", prometheus.available())
     # FLASK_PLOY_CACHE_URL=redis://... sets PLOY_CACHE_URL; values that are
     # JSON are parsed (FLASK_PLOY_CACHE_COOLDOWN=2 is a number).
     app.config.from_prefixed_env()
     if config:
         app.config.update(config)
 
+    if app.config.get("PLOY_TRACING"):
+        _console_tracing()
     ploy.init_app(app)  # reads example_app/ploy.yaml
 
     from . import basics, page, patterns
@@ -75,7 +82,33 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(patterns.bp)
     app.register_blueprint(page.bp)
     _register_error_handlers(app)
+    if app.config["PLOY_METRICS"] and prometheus.available():
+        app.add_url_rule("/metrics", "metrics", _metrics)
     return app
+
+
+def _console_tracing() -> None:
+    """FLASK_PLOY_TRACING=true: print each span on stdout, if the
+    OpenTelemetry SDK is installed and the app has set up no tracing of its
+    own. A real app configures an exporter to its tracing backend instead."""
+    try:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+    except ImportError:
+        return
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
+        return
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
+def _metrics() -> ResponseReturnValue:
+    """The Prometheus scrape: every gunicorn worker's metrics when
+    PROMETHEUS_MULTIPROC_DIR is set (see docs/observability.rst)."""
+    body, content_type = prometheus.exposition(request.headers.get("Accept"))
+    return body, 200, {"Content-Type": content_type}
 
 
 def _register_error_handlers(app: Flask) -> None:

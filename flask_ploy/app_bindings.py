@@ -22,6 +22,7 @@ from . import config as _config
 from ._urls import redact_url
 from .cache import Cache, CacheBackend, backend_for_client, make_backend
 from .errors import PloyConfigError
+from .observe import Observer
 from .state import StateSettings, StateStore
 
 log = logging.getLogger("flask_ploy")
@@ -62,12 +63,25 @@ class AppBindings:
     settings: _config.Settings
     caches: dict[str, Cache] = field(default_factory=dict)
     states: dict[str, tuple[StateStore, str]] = field(default_factory=dict)
+    #: What observes the bindings (:mod:`flask_ploy.observe`); ``None`` when
+    #: ``PLOY_METRICS``, ``PLOY_TRACING`` and ``PLOY_RECORD_OPS`` are off, and
+    #: then ``g.env`` hands out the bindings themselves.
+    observer: Observer | None = None
+    #: The cache bindings as ``g.env`` shows them: :attr:`caches`, or their
+    #: observed proxies (set by :meth:`observe`).
+    env_caches: dict[str, Any] = field(default_factory=dict)
     #: Made by :meth:`FlaskPloy.isolated <flask_ploy.FlaskPloy.isolated>`: empty,
     #: temporary backends, not the configured ones.
     temporary: bool = False
     # Keyed by URL, which may hold a password: not in the repr.
     _cache_backends: dict[str, CacheBackend] = field(default_factory=dict, repr=False)
     _state_stores: dict[str, StateStore] = field(default_factory=dict, repr=False)
+
+    def observe(self, observer: Observer | None) -> None:
+        """Hand out bindings observed by *observer* (``None``: the bindings themselves)."""
+        self.observer = observer
+        caches = self.caches
+        self.env_caches = dict(caches) if observer is None else observer.wrap_caches(caches)
 
     def state_store(self, name: str) -> StateStore:
         """The :class:`~flask_ploy.state.StateStore` behind State binding *name*."""
@@ -120,6 +134,7 @@ def build(
     try:
         _build_caches(app_bindings, instance_path, cache_client)
         _build_states(app_bindings, instance_path, db)
+        app_bindings.observe(None)
     except Exception:
         app_bindings.close()
         raise

@@ -54,7 +54,7 @@ class Env:
 
     def __init__(self, bindings: AppBindings) -> None:
         d = self.__dict__
-        d.update(bindings.caches)
+        d.update(bindings.env_caches)
         d["_ploy"] = bindings
         d["_connections"] = None
         d["_owner"] = get_ident()  # the thread that pushed the context
@@ -69,7 +69,10 @@ class Env:
         connections = self._connections
         if connections is None:
             connections = self.__dict__["_connections"] = Connections(self._owner)
-        binding = State(name, spec[1], spec[0], connections)
+        binding: Any = State(name, spec[1], spec[0], connections)
+        observer = self._ploy.observer
+        if observer is not None:
+            binding = observer.wrap_state(binding, spec[0])
         self.__dict__[name] = binding
         return binding
 

@@ -23,6 +23,7 @@ from .cache.cached import CachedFunction, P
 from .cache.cached import cached as _cached
 from .cache.flight import BETA, LOCK_TIMEOUT
 from .env import Env
+from .observe import make_observer
 from .state import StateStore
 
 log = logging.getLogger("flask_ploy")
@@ -110,7 +111,7 @@ class FlaskPloy:
 
         :raises PloyConfigError: The bindings or a setting are invalid.
         """
-        return build(
+        made = build(
             {**_config.DEFAULTS, **app.config, **overrides},
             root_path=app.root_path,
             instance_path=app.instance_path,
@@ -118,6 +119,12 @@ class FlaskPloy:
             db=self._db,
             cache_client=self._cache_client,
         )
+        try:
+            made.observe(make_observer(made.settings, bool(app.debug)))
+        except Exception:
+            made.close()
+            raise
+        return made
 
     def app_bindings(self, app: App | None = None) -> AppBindings:
         """The live bindings of *app* (default: the current app).
@@ -149,6 +156,27 @@ class FlaskPloy:
         return {
             b.display_url: {"failures": b.failures, "skipped": b.skipped, "busy": b.busy}
             for b in self.app_bindings(app).cache_backends()
+        }
+
+    def stats(self, app: App | None = None) -> dict[str, Any]:
+        """This process's counters for *app* (default: the current app), as plain data.
+
+        ``{"features": [...], "bindings": {name: {"resource": r, "ops":
+        {op: counters}}}, "cache_backends": cache_stats()}``. The counters
+        of an operation (:class:`flask_ploy.observe.stats.OpStats`):
+        ``calls``, ``outcomes`` (``ok``, ``error``, ``skipped``,
+        ``invalid``), ``errors`` by kind, ``hits`` and ``misses`` (cache
+        reads), ``bytes_in``/``bytes_out`` (UTF-8), ``seconds`` and the
+        cumulative latency ``buckets`` (upper bound in seconds -> count).
+        ``bindings`` is empty unless ``PLOY_METRICS`` is on. Counts are
+        of this process only, since it started; thread-safe.
+        """
+        bindings = self.app_bindings(app)
+        observer = bindings.observer
+        return {
+            "features": [] if observer is None else observer.features(),
+            "bindings": {} if observer is None else observer.snapshot(),
+            "cache_backends": self.cache_stats(app),
         }
 
     def cached(

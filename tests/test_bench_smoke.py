@@ -46,7 +46,7 @@ def test_quick_bench_runs_every_group(tmp_path: Path) -> None:
     assert results["skipped"] == {}
     assert set(results["groups"]) == {
         "cache", "state_sqlite", "state_postgres", "state_mariadb", "dumpload", "growth",
-        "profile", "http", "stampede",
+        "profile", "http", "stampede", "observe",
     }  # fmt: skip
     state = results["groups"]["state_sqlite"]
     assert set(state["get"]["results"]) == {

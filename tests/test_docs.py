@@ -387,6 +387,7 @@ PAGE_MINIMUMS: dict[str, dict[str, int]] = {
     "cli.rst": {"executed": 1, "doctest": 1, "commands": 3},
     "config.rst": {"executed": 3, "doctest": 2},
     "deployment.rst": {"executed": 9, "commands": 3},
+    "observability.rst": {"executed": 3, "doctest": 2, "commands": 2},
     "ploy-yaml.rst": {"executed": 3, "doctest": 9, "yaml": 1, "commands": 2},
     "porting.rst": {"executed": 24, "doctest": 4, "yaml": 4, "commands": 1},
     "quickstart.rst": {"executed": 5, "doctest": 1, "yaml": 1, "commands": 2},

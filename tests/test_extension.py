@@ -172,10 +172,10 @@ def test_teardown_rolls_back_an_open_transaction(make_app: Any, tmp_path: Path) 
     with app.app_context():
         cur = g.env.STATE.connection().cursor()
         cur.execute("BEGIN IMMEDIATE")  # a write lock left open
-        cur.execute("INSERT INTO ploy_state (resource, key, value) VALUES ('default', 'ghost', 'x')")
+        cur.execute("INSERT INTO ploy_state (resource, key, value) VALUES ('default', 'g', 'x')")
     with app.app_context():
         g.env.STATE.set("other", "ok")  # would wait for the lock and fail if it were held
-        assert g.env.STATE.get("ghost") is None
+        assert g.env.STATE.get("g") is None
 
 
 def test_one_context_across_requests_keeps_one_connection(make_app: Any, tmp_path: Path) -> None:

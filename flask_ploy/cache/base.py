@@ -42,6 +42,17 @@ Fault = Literal["down", "error", "busy"]
 #: :meth:`Breaker.admit` results.
 SKIP, GO, PROBE = 0, 1, 2
 
+
+class _Faults(threading.local):
+    kind: str | None = None
+
+
+#: The failure the calling thread met last, set on failure paths only:
+#: ``FAULTS.kind`` is a :data:`Fault` or ``"skipped"`` (refused by an open
+#: breaker). :mod:`flask_ploy.observe` clears it before an operation and
+#: reads it after, to tell a failure turned into a miss from a real miss.
+FAULTS = _Faults()
+
 # Backends whose locks a forked child must replace: a lock held by another
 # thread at fork time (a probe in flight) would be held forever in the child.
 _backends: weakref.WeakSet[CacheBackend] = weakref.WeakSet()
@@ -165,6 +176,7 @@ class Breaker:
                 return PROBE
             self._probe.release()
         self.skipped += 1
+        FAULTS.kind = "skipped"
         return SKIP
 
     def reset_lock(self) -> None:
@@ -191,6 +203,7 @@ class Breaker:
         """Count *exc* (a failure of *op*), open the breaker if the server is
         ``"down"``, log (throttled), and return the error to raise."""
         now = time.monotonic()
+        FAULTS.kind = fault
         if fault == "busy":
             self.busy += 1
             reason = f"cache backend {self.name} was busy for {op}: {exc}"

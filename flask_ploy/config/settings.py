@@ -41,6 +41,10 @@ DEFAULTS: dict[str, Any] = {
     "PLOY_STATE_POOL_TIMEOUT": 10.0,
     "PLOY_MAX_KEY_BYTES": 512,
     "PLOY_MAX_VALUE_BYTES": 25 * 1024 * 1024,
+    "PLOY_METRICS": False,
+    "PLOY_TRACING": False,
+    "PLOY_TRACING_KEYS": False,
+    "PLOY_RECORD_OPS": None,
 }
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -174,6 +178,26 @@ class Settings:
     state_pool_timeout: float
     max_key_bytes: int
     max_value_bytes: int
+    metrics: bool = False
+    tracing: bool = False
+    tracing_keys: bool = False
+    record_ops: bool | None = None
+
+
+def _flag(config: Mapping[str, Any], key: str, allow_none: bool = False) -> Any:
+    """A ``True``/``False`` setting (``None`` too when *allow_none*)."""
+    value = config.get(key, DEFAULTS[key])
+    if isinstance(value, bool) or (allow_none and value is None):
+        return value
+    also = " or None" if allow_none else ""
+    raise PloyConfigError(
+        f"app.config[{key!r}] must be True or False{also}, not {short(value)}"
+        + (
+            f" (FLASK_{key} in the environment must be JSON: true or false)"
+            if f"FLASK_{key}" in os.environ
+            else ""
+        )
+    )
 
 
 def _number(config: Mapping[str, Any], key: str, minimum: float, integer: bool) -> Any:
@@ -292,4 +316,8 @@ def read_settings(config: Mapping[str, Any], bindings: Bindings) -> Settings:
         state_pool_timeout=float(_number(config, "PLOY_STATE_POOL_TIMEOUT", 0, False)),
         max_key_bytes=max_key,
         max_value_bytes=_number(config, "PLOY_MAX_VALUE_BYTES", 1, True),
+        metrics=_flag(config, "PLOY_METRICS"),
+        tracing=_flag(config, "PLOY_TRACING"),
+        tracing_keys=_flag(config, "PLOY_TRACING_KEYS"),
+        record_ops=_flag(config, "PLOY_RECORD_OPS", allow_none=True),
     )
