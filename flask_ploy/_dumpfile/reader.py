@@ -1,15 +1,4 @@
-"""The dump format of ``flask ploy state dump`` and ``load``: writer and reader.
-
-A dump is JSON Lines (one ``{"key": ..., "value": ...}`` object per line) or
-one JSON array of such objects, in UTF-8. A record may also hold
-``"metadata"`` (a JSON object of at most 1024 bytes) and ``"expiration"``
-(epoch seconds), present only when the key has them; dumps without them
-(flask-ploy 0.1) load as before. :func:`write_dump` writes either;
-:class:`DumpReader` reads either from a byte stream in chunks, checks every
-pair as it goes, and raises :class:`BadInput` naming the line of the first
-problem. Neither holds more than a page (writing) or a bounded element
-(reading) in memory.
-"""
+"""Reading a dump: :class:`DumpReader`, in chunks, every record checked."""
 
 from __future__ import annotations
 
@@ -17,118 +6,21 @@ import array
 import codecs
 import itertools
 import json
-import re
-import sys
 from collections.abc import Callable, Iterable, Iterator
-from json.encoder import encode_basestring
 from typing import IO, Any, NoReturn
 
-from ._validate import check_key, check_value
-from .state.options import MAX_METADATA_BYTES, check_entry
-
-#: Bytes read from a load file at a time.
-CHUNK = 1 << 16
-#: Records written per page.
-PAGE = 1000
-
-
-def json_row(key: str, value: str) -> str:
-    """One record: ``json.dumps({"key": key, "value": value}, ensure_ascii=False)``, faster."""
-    return f'{{"key": {encode_basestring(key)}, "value": {encode_basestring(value)}}}'
-
-
-#: A record: ``(key, value)``, or ``(key, value, metadata, expiration)``.
-Record = tuple[str, str] | tuple[str, str, "dict[str, Any] | None", "float | None"]
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
-
-
-def record(row: Record) -> str:
-    """One record of *row* as a line of JSON, ``metadata`` and ``expiration``
-    only when set."""
-    if len(row) == 2 or (row[2] is None and row[3] is None):
-        return json_row(row[0], row[1])
-    obj: dict[str, Any] = {"key": row[0], "value": row[1]}
-    if row[2] is not None:
-        obj["metadata"] = row[2]
-    if row[3] is not None:
-        obj["expiration"] = row[3]
-    return str(_dumps(obj))
-
-
-def write_dump(
-    rows: Iterator[Record], out: IO[bytes], fmt: str, update: Callable[[int], None]
-) -> int:
-    """Write *rows* (``(key, value)`` or :class:`~flask_ploy.state.reads.Entry`)
-    to *out* as ``jsonl`` or ``json`` (*fmt*), :data:`PAGE` rows at a time,
-    calling *update* with each page's length; return how many."""
-    n = 0
-    sep = ",\n" if fmt == "json" else "\n"
-    if fmt == "json":
-        out.write(b"[")
-    while True:
-        page = list(itertools.islice(rows, PAGE))
-        if not page:
-            break
-        text = sep.join(record(row) for row in page)
-        if fmt == "json":
-            text = ("\n" if n == 0 else ",\n") + text
-        else:
-            text += "\n"
-        out.write(text.encode("utf-8"))
-        n += len(page)
-        update(len(page))
-    if fmt == "json":
-        out.write(b"\n]\n" if n else b"]\n")
-    return n
-
-
-class BadInput(ValueError):
-    """A load file that cannot be loaded; the message names the line.
-
-    A :class:`ValueError`, so :meth:`State.load` rolls back and re-raises it.
-    """
-
-
-class _Repeated(Exception):
-    """A field twice in one JSON object (raised by :func:`_object`)."""
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for name, _ in pairs:
-            if name in seen:
-                raise _Repeated(name)
-            seen.add(name)
-    return obj
-
-
-_decoder = json.JSONDecoder(object_pairs_hook=_object)
-_decode_json = _decoder.decode
-
-
-def _decode_problem(exc: BaseException) -> str | None:
-    """The message for an exception of decoding a JSON value, other than
-    :class:`json.JSONDecodeError`; ``None`` if it is not about the input."""
-    if isinstance(exc, RecursionError):
-        return "JSON nested too deeply"
-    if isinstance(exc, _Repeated):
-        return f"the field {exc.args[0]!r} twice in one object (JSON would keep only the last one)"
-    if isinstance(exc, ValueError) and "digits" in str(exc):
-        limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 4300
-        return f"an integer of more than {limit} digits"
-    return None
-
-
-_TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-
-
-def _json_type(obj: Any) -> str:
-    if obj is None:
-        return "null"
-    return _TYPE_NAMES.get(type(obj), "a number")
+from .._validate import check_key, check_value
+from ..state.options import MAX_METADATA_BYTES, check_entry
+from .jsontext import (
+    CHUNK,
+    BadInput,
+    Repeated,
+    Text,
+    decode_json,
+    decode_problem,
+    json_type,
+)
+from .writer import Record
 
 
 class DumpReader:
@@ -331,7 +223,7 @@ class DumpReader:
 
     def _line(self, raw: bytes, line: int) -> Record:
         try:
-            obj = _decode_json(raw.decode("utf-8"))
+            obj = decode_json(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise BadInput(
                 f"{self.name}, line {line}: not UTF-8 ({exc.reason} at byte {exc.start + 1}"
@@ -341,8 +233,8 @@ class DumpReader:
             raise BadInput(
                 f"{self.name}, line {line}: invalid JSON: {exc.msg} (column {exc.colno})"
             ) from None
-        except (RecursionError, _Repeated, ValueError) as exc:
-            problem = _decode_problem(exc)
+        except (RecursionError, Repeated, ValueError) as exc:
+            problem = decode_problem(exc)
             if problem is None:
                 raise
             raise BadInput(f"{self.name}, line {line}: {problem}") from None
@@ -350,7 +242,7 @@ class DumpReader:
 
     def _json(self, chunks: Iterator[bytes], line: int) -> Iterator[tuple[Record, int]]:
         """The records of *chunks*, which start on line *line*."""
-        text = _Text(chunks, self.name, self.max_element, line)
+        text = Text(chunks, self.name, self.max_element, line)
         text.expect("[")
         if text.peek() == "]":
             text.pos += 1
@@ -395,7 +287,7 @@ class DumpReader:
         allowed = {"key", "value", "metadata", "expiration"}
         if type(obj) is not dict or not {"key", "value"} <= obj.keys() <= allowed:
             if type(obj) is not dict:
-                problem = f"found {_json_type(obj)}"
+                problem = f"found {json_type(obj)}"
             else:
                 missing = sorted({"key", "value"} - obj.keys())
                 extra = sorted(obj.keys() - allowed)
@@ -408,7 +300,7 @@ class DumpReader:
         for what, item in (("key", key), ("value", value)):
             if type(item) is not str:
                 raise BadInput(
-                    f"{where}: the {what} must be a string, found {_json_type(item)}"
+                    f"{where}: the {what} must be a string, found {json_type(item)}"
                     + ("; store structured data as a JSON string" if what == "value" else "")
                 )
             if not item.isascii():
@@ -438,113 +330,3 @@ class DumpReader:
                 f" {len(str(expiration))} digits is out of range"
             ) from None
         return key, value, metadata, None if expiration is None else float(expiration)
-
-
-_BLANKS = re.compile(r"[ \t\r\n]*")
-
-
-def _skip_blanks(buf: str, pos: int) -> int:
-    """The first position at or after *pos* that is not JSON whitespace."""
-    m = _BLANKS.match(buf, pos)
-    return m.end() if m else pos
-
-
-class _Text:
-    """Decoded text of a chunked UTF-8 stream, for incremental JSON parsing.
-
-    Keeps only the unparsed tail in memory, and the line number of any
-    position at or after the last one asked about.
-    """
-
-    _decode = _decoder.raw_decode
-
-    def __init__(self, chunks: Iterator[bytes], name: str, max_element: int, line: int = 1) -> None:
-        self.chunks = chunks
-        self.name = name
-        self.max_element = max_element
-        self.decoder = codecs.getincrementaldecoder("utf-8")()
-        self.buf = ""
-        self.pos = 0
-        self.eof = False
-        self._line = line  # the line number at self._line_pos
-        self._line_pos = 0
-
-    def line_at(self, pos: int) -> int:
-        if pos > self._line_pos:
-            self._line += self.buf.count("\n", self._line_pos, pos)
-            self._line_pos = pos
-        return self._line
-
-    def fail(self, message: str, pos: int | None = None) -> NoReturn:
-        line = self.line_at(self.pos if pos is None else pos)
-        raise BadInput(f"{self.name}, line {line}: {message}")
-
-    def found(self, c: str) -> str:
-        return ", found the end of the file" if c == "" else f", found {c!r}"
-
-    def more(self, at_least: int = 1) -> bool:
-        """Read at least *at_least* more characters; ``False`` at the end of the file."""
-        if self.eof:
-            return False
-        if self.pos > CHUNK and self.pos * 2 > len(self.buf):
-            self.line_at(self.pos)
-            self.buf = self.buf[self.pos :]
-            self._line_pos -= self.pos
-            self.pos = 0
-        got = 0
-        parts = [self.buf]
-        while got < at_least:
-            data = next(self.chunks, None)
-            try:
-                text = self.decoder.decode(data or b"", final=data is None)
-            except UnicodeDecodeError as exc:
-                self.buf = "".join(parts)
-                line = self.line_at(len(self.buf)) + (data or b"")[: exc.start].count(b"\n")
-                raise BadInput(f"{self.name}, line {line}: not UTF-8 ({exc.reason})") from None
-            parts.append(text)
-            got += len(text)
-            if data is None:
-                self.eof = True
-                break
-        self.buf = "".join(parts)
-        return got > 0
-
-    def peek(self) -> str:
-        """Skip whitespace; the next character, or ``""`` at the end of the file."""
-        while True:
-            buf = self.buf
-            pos = self.pos = _skip_blanks(buf, self.pos)
-            if pos < len(buf):
-                return buf[pos]
-            if not self.more():
-                return ""
-
-    def expect(self, c: str) -> None:
-        found = self.peek()
-        if found != c:
-            self.fail(f"expected {c!r}" + self.found(found))
-        self.pos += 1
-
-    def value(self) -> tuple[Any, int]:
-        """Decode the JSON value at the next non-blank position; return it and its line."""
-        if self.peek() == "":
-            self.fail("the array is not closed: expected a value or ']'")
-        line = self.line_at(self.pos)
-        while True:
-            try:
-                obj, end = self._decode(self.buf, self.pos)
-            except json.JSONDecodeError as exc:
-                tail = len(self.buf) - self.pos
-                truncated = exc.pos >= len(self.buf) - 12 or exc.msg.startswith("Unterminated")
-                if truncated and tail <= self.max_element and self.more(max(tail, CHUNK)):
-                    continue
-                self.fail(f"invalid JSON: {exc.msg}", exc.pos)
-            except (RecursionError, _Repeated, ValueError) as exc:
-                problem = _decode_problem(exc)
-                if problem is None:
-                    raise
-                self.fail(problem, self.pos)
-            if end == len(self.buf) and not isinstance(obj, (dict, list, str)) and self.more():
-                continue  # a number or literal may go on in the next chunk
-            self.pos = end
-            return obj, line
