@@ -553,6 +553,14 @@ def test_expired_keys_are_absent_from_every_read(state_env: Any) -> None:
     assert s.get_with_metadata("n") == ("1", None)
     assert s.add("dead", "new") is True
     assert s.get_with_metadata("dead") == ("new", None)
+    _write_expired(s, "word", "not a number")
+    assert s.incr("word", 3) == 3  # an expired non-integer is absent too
+    _write_expired(s, "lock", "other")
+    assert s.replace("lock", None, "me") is True and s.get("lock") == "me"
+    with pytest.raises(ValueError, match="not an integer"):
+        s.incr("lock")  # a live non-integer still is an error
+    assert s.get("lock") == "me"
+    s.delete_many(["word", "lock"])
 
     def fn(tx: Any) -> Any:
         return tx.get("gone"), tx.get_many(["gone"]), tx.list().keys

@@ -143,7 +143,10 @@ class State(BulkOps):
             self._thread = 0
         else:
             dialect = self._store.dialect
-            self._sql_get, self._sql_set = dialect.get, dialect.set
+            # Text (SQLite): the database drops an expired row; bytes: we do.
+            get = dialect.get if self._binary else dialect.get_live
+            assert get is not None, f"{type(dialect).__name__} must set get_live"
+            self._sql_get, self._sql_set = get, dialect.set
             self._thread = self._conns.owner
         self._cur = cur
 
@@ -206,13 +209,11 @@ class State(BulkOps):
                 if row is None or (row[1] is not None and row[1] <= time()):
                     return None
                 return self._str(row[0])
-            cur.execute(self._sql_get, (self.resource, key))
+            cur.execute(self._sql_get, (self.resource, key))  # get_live: (value,)
             row = cur.fetchone()
         except BaseException as exc:
             return self._recover(exc, "get", lambda cur: self._get(cur, key), write=False)  # type: ignore[arg-type]
-        if row is None or (row[1] is not None and row[1] <= time()):
-            return None
-        return row[0]  # type: ignore[no-any-return]
+        return None if row is None else row[0]
 
     def get_with_metadata(self, key: str) -> ValueWithMetadata:
         """Return ``(value, metadata)`` of *key*: Ploy's ``getWithMetadata``.
@@ -301,10 +302,11 @@ class State(BulkOps):
             return None
         return self._str(row[0])
 
-    def _expire(self, cur: Any, k: Any) -> None:
+    def _expire(self, cur: Any, k: Any) -> bool:
         """Delete the row of key *k* (encoded) if it has expired, so the
-        write that follows sees it absent."""
+        write that follows sees it absent; return whether there was one."""
         cur.execute(self._store.dialect.expire_one, (self.resource, k, time()))
+        return bool(cur.rowcount > 0)
 
     def _set(self, cur: Any, key: str, value: str) -> None:
         cur.execute(self._store.dialect.set, (self.resource, self._key(key), self._key(value)))
@@ -332,8 +334,14 @@ class State(BulkOps):
 
         def body(cur: Any) -> Any:
             dialect, k = self._store.dialect, self._key(key)
-            self._expire(cur, k)
-            return dialect.run_incr(cur, self.resource, k, amount)
+            while True:  # one statement, unless the row had expired
+                row = dialect.run_incr(cur, self.resource, k, amount)
+                if row is not None and (row[1] is None or row[1] > time()):
+                    return row[0]
+                # Refused (not an integer), or the row had expired: an expired
+                # row is absent, so drop it and count from 0 again.
+                if not self._expire(cur, k) and row is None:
+                    return None
 
         try:
             raw = self._run("incr", body, tx=self._store.dialect_class.incr_needs_tx)
@@ -351,8 +359,9 @@ class State(BulkOps):
 
         def body(cur: Any) -> bool:
             params = (self.resource, self._key(key), self._key(value))
-            self._expire(cur, params[1])
-            return self._store.dialect.insert_if_absent(cur, params)
+            insert = self._store.dialect.insert_if_absent
+            # Present: stored anyway if the row there had expired.
+            return insert(cur, params) or (self._expire(cur, params[1]) and insert(cur, params))
 
         return self._run("add", body)
 
@@ -414,10 +423,12 @@ class State(BulkOps):
 
         def body(cur: Any) -> bool:
             dialect = self._store.dialect
-            self._expire(cur, k)
-            if expected is None:
-                return dialect.insert_if_absent(cur, (self.resource, k, v))
-            cur.execute(dialect.compare_and_set, (v, self.resource, k, self._key(expected)))
+            if expected is None:  # as add
+                params = (self.resource, k, v)
+                insert = dialect.insert_if_absent
+                return insert(cur, params) or (self._expire(cur, k) and insert(cur, params))
+            swap = (v, self.resource, k, self._key(expected), time())
+            cur.execute(dialect.compare_and_set, swap)  # a live row only
             return bool(cur.rowcount == 1)
 
         return self._run("replace", body)

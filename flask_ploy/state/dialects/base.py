@@ -70,6 +70,11 @@ class Dialect:
         # Reads return the expiry too: the binding drops an expired row in
         # Python, so a get stays one indexed point read with two parameters.
         self.get = self.sql(f"SELECT {v}, {x} FROM {t} {where}")
+        #: ``(resource, key)`` -> ``(value,)`` of a live row, the expiry
+        #: checked by the database itself: only where its clock is this
+        #: process's (SQLite, in process), and then required of a dialect
+        #: whose ``binary`` is false (the binding's text fast path uses it).
+        self.get_live: str | None = None
         # get_with_metadata: (value, metadata, expires_at)
         self.get_meta = self.sql(f"SELECT {v}, {m}, {x} FROM {t} {where}")
         self.get_for_update = self.sql(f"SELECT {v}, {x} FROM {t} {where}{self.lock_suffix}")
@@ -92,8 +97,9 @@ class Dialect:
         # State.transact and State.replace (see "Transactions" below).
         self.tx_get = self.sql(f"SELECT {v}, {m}, {x} FROM {t} {where}{self.tx_lock_suffix}")
         # (new, resource, key, expected); a replace is a set: no metadata, no expiry.
+        # (new, resource, key, expected, now): only a live row that holds *expected*.
         self.compare_and_set = self.sql(
-            f"UPDATE {t} SET {v} = ?, {m} = NULL, {x} = NULL {where} AND {v} = ?"
+            f"UPDATE {t} SET {v} = ?, {m} = NULL, {x} = NULL {where} AND {v} = ? AND {live}"
         )
 
     # -- statements ----------------------------------------------------------
@@ -234,12 +240,13 @@ class Dialect:
         return bool(cur.rowcount == 1)
 
     def run_incr(self, cur: Any, resource: str, key: Any, amount: int) -> Any:
-        """Run ``incr``; return the stored result, or ``None`` if the value
-        is not an integer (unchanged then). May raise a :attr:`Problem.VALUE`
-        error instead."""
+        """Run ``incr``; return ``(result, expires_at)`` of the row, or ``None``
+        if the value is not an integer (unchanged then). An expired row is
+        incremented like a live one: the caller sees its past ``expires_at``
+        and starts it again. May raise a :attr:`Problem.VALUE` error instead."""
         cur.execute(self.incr, (resource, key, self.encode(str(amount)), amount))
         rows = cur.fetchall()
-        return rows[0][0] if rows else None
+        return rows[0] if rows else None
 
     def encode(self, text: str) -> Any:
         """A key or value as the driver takes it."""

@@ -22,6 +22,7 @@ class MySQLDialect(Dialect):
     def __init__(self, sa_dialect: sa.Dialect, table: str, database: str | None = None) -> None:
         super().__init__(sa_dialect, table, database)
         self._plain_delete, self._plain_clear = self.delete, self.clear
+        self._plain_expire = self.expire_one
 
     expiry_type = "DOUBLE"
 
@@ -85,9 +86,9 @@ class MySQLDialect(Dialect):
 
     def run_incr(self, cur: Any, resource: str, key: Any, amount: int) -> Any:
         cur.execute(self.incr, (resource, key, self.encode(str(amount)), amount))
-        cur.execute(self.get, (resource, key))
+        cur.execute(self.get, (resource, key))  # (value, expires_at)
         rows = cur.fetchall()
-        return rows[0][0] if rows else None
+        return rows[0] if rows else None
 
     def autocommit(self, conn: Any, on: bool) -> bool:
         previous = bool(conn.get_autocommit())
@@ -157,6 +158,7 @@ class MySQLDialect(Dialect):
         self.returning = " RETURNING 1"
         self.delete = f"{self._plain_delete}{self.returning}"
         self.clear = f"{self._plain_clear}{self.returning}"
+        self.expire_one = f"{self._plain_expire}{self.returning}"
 
     def delete_many(self, n: int) -> str:
         text = super().delete_many(n)

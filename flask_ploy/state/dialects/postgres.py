@@ -20,7 +20,7 @@ class PostgresDialect(Dialect):
             f" ON CONFLICT (resource, {self.k}) DO UPDATE"
             f" SET {v} = {self.incr_value(f'{t}.{v}', '?')}"
             f" WHERE {self.incr_guard(f'{t}.{v}')}"
-            f" RETURNING {v}"
+            f" RETURNING {v}, {self.x}"
         )
 
     # Citus refuses a function that is not IMMUTABLE in ON CONFLICT DO UPDATE

@@ -25,6 +25,13 @@ class SQLiteDialect(Dialect):
 
     def __init__(self, sa_dialect: sa.Dialect, table: str, database: str | None = None) -> None:
         super().__init__(sa_dialect, table, database)
+        # julianday('now') is this machine's clock (to the millisecond), in
+        # epoch seconds here; evaluated only for a row that has an expiry.
+        now = "(julianday('now') - 2440587.5) * 86400.0"
+        self.get_live = (
+            f"SELECT {self.v} FROM {self.t} WHERE resource = ? AND {self.k} = ?"
+            f" AND ({self.x} IS NULL OR {self.x} > {now})"
+        )
         self._checkpointing = threading.Lock()
         self._next_checkpoint = 0.0
         self._checkpoint_backoff = 0.05
@@ -40,7 +47,7 @@ class SQLiteDialect(Dialect):
             f" WHERE {v} = CAST(CAST({v} AS INTEGER) AS TEXT)"
             f" AND ((?4 >= 0 AND CAST({v} AS INTEGER) <= 9223372036854775807 - ?4)"
             f" OR (?4 < 0 AND CAST({v} AS INTEGER) >= (-9223372036854775807 - 1) - ?4))"
-            f" RETURNING {v}"
+            f" RETURNING {v}, {self.x}"
         )
 
     def prepare(self, conn: Any, settings: Any) -> None:
