@@ -257,10 +257,10 @@ def test_cli_stats_reads_the_shared_backends(make_app: AppFactory, tmp_path: Any
     local = next(e for e in data["cache"] if e["bindings"] == ["LOCAL"])
     assert local["entries"] == {"local": 1}
     assert data["state"] == [
-        {"binding": "STATE", "resource": "default", "rows": 3, "url": data["state"][0]["url"]}
+        {"binding": "STATE", "resource": "default", "keys": 3, "url": data["state"][0]["url"]}
     ]
     text = runner.invoke(args=["ploy", "stats"]).output
-    assert "resource default: 3 rows" in text and "resource local: 1 entries" in text
+    assert "resource default: 3 keys" in text and "resource local: 1 entries" in text
     assert "keyspace_hits" in text
 
 

@@ -690,10 +690,12 @@ def test_load_and_entries_round_trip_metadata_and_expiry(state_env: Any) -> None
 
     s = state_env.STATE
     far = time.time() + 3600
+    s.set("d", "live before the load")
     n = s.load(
         [("a", "1"), ("b", "2", {"m": 2}, None), ("c", "3", None, far), ("d", "4", None, 5.0)]
     )
-    assert n == 3  # d had expired: skipped
+    assert n == 3  # d had expired: written (it replaced the live d), not counted
+    assert s.get("d") is None
     assert [tuple(e) for e in s.entries()] == [
         ("a", "1", None, None),
         ("b", "2", {"m": 2}, None),

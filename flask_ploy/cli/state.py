@@ -35,7 +35,7 @@ def _state(name: str) -> State:
 
 @ploy_cli.group("state")
 def state_group() -> None:
-    """Read, write, dump and load a State binding."""
+    """Read, write, dump, load and purge a State binding."""
 
 
 @state_group.command("get")

@@ -5,7 +5,7 @@ The command runs in a process of its own, so the app's per-process counters
 asks the backends the processes share instead. Redis: the server's
 ``INFO stats`` ``keyspace_hits``/``keyspace_misses`` (every client of that
 server, not only this app). SQLite cache: the entries per resource. State:
-the rows per resource. ``memory://``: nothing (each process has its own).
+the live keys per resource. ``memory://``: nothing (each process has its own).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def collect() -> dict[str, Any]:
         seen.add((id(store), resource))
         row: dict[str, Any] = {"url": store.display_url, "resource": resource, "binding": name}
         try:
-            row["rows"] = unwrap(getattr(g.env, name)).count()
+            row["keys"] = unwrap(getattr(g.env, name)).count()
         except PloyError as exc:
             row["error"] = str(exc)
         out["state"].append(row)
@@ -76,10 +76,10 @@ def collect() -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @with_appcontext
 def stats_command(as_json: bool) -> None:
-    """Counters of the shared backends (Redis hits/misses, entries, rows).
+    """Counters of the shared backends (Redis hits/misses, entries, keys).
 
     Redis: the server's keyspace hits and misses (every client of it).
-    SQLite cache: entries per resource. State: rows per resource. The
+    SQLite cache: entries per resource. State: live (unexpired) keys per resource. The
     app's per-operation counters live in each app process: serve /metrics
     (PLOY_METRICS) or call ploy.stats() there.
     """
@@ -106,7 +106,7 @@ def stats_command(as_json: bool) -> None:
                 f" {s['keyspace_misses']}{rate} (every client of this server)"
             )
     for row in data["state"]:
-        shown = row["error"] if "error" in row else f"{row['rows']} rows"
+        shown = row["error"] if "error" in row else f"{row['keys']} keys"
         click.echo(f"state {row['url']} resource {row['resource']}: {shown}")
     process = data["process"]
     if not process["bindings"]:

@@ -212,7 +212,9 @@ class BulkOps:
         Each item is ``(key, value)`` or ``(key, value, metadata, expiration)``
         (an :class:`~flask_ploy.state.reads.Entry`, a dump record);
         *expiration* is epoch seconds or ``None``. An entry that has already
-        expired is skipped and not counted. With *replace*, the resource is
+        expired is written too, so it replaces a key of that name, and is
+        absent from every read as it was where it came from; it is not
+        counted. With *replace*, the resource is
         emptied first, in the same transaction. Any bad item (raised by the
         iterable or by the checks) rolls everything back. A list is retried
         if the database reports a lock conflict; a one-shot iterator (a
@@ -243,7 +245,7 @@ class BulkOps:
                 check_value(value, self._max_value)
                 meta, exp = check_entry(key, *item[2:]) if len(item) > 2 else (None, None)
                 if exp is not None and exp <= now:
-                    continue
+                    n -= 1  # written (it replaces the key), not counted
                 rows.append((resource, enc(key), enc(value), meta, exp))
                 if len(rows) >= batch:
                     cur.executemany(dialect.put, rows)
