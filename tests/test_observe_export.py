@@ -3,6 +3,9 @@ real backends; multiprocess Prometheus under gunicorn with 2 workers."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -190,3 +193,48 @@ def test_multiprocess_metrics_under_gunicorn(tmp_path: Path) -> None:
         if s.name == "ploy_operations_total" and s.labels.get("op") == "get"
     )
     assert total == sent  # the two workers' counts, merged
+
+
+def test_iterator_spans_end_when_the_iteration_does(
+    make_app: AppFactory, spans: InMemorySpanExporter
+) -> None:
+    """items/entries return generators: their span covers the iteration and
+    carries its outcome (it ended before the first row was read)."""
+    app = make_app(PLOY_TRACING=True)
+    with app.app_context():
+        g.env.STATE.set_many({"a": "1", "b": "2"})
+        spans.clear()
+        listing = g.env.STATE.items()
+        assert not [s for s in spans.get_finished_spans() if s.name == "items default"]
+        assert dict(listing) == {"a": "1", "b": "2"}
+        (span,) = [s for s in spans.get_finished_spans() if s.name == "items default"]
+        assert dict(span.attributes or {})["ploy.outcome"] == "ok"
+
+
+def test_a_failing_metrics_sink_never_fails_the_operation(tmp_path: Path) -> None:
+    """PROMETHEUS_MULTIPROC_DIR names a folder that does not exist: every
+    prometheus_client write raises, after the operation was done. The
+    operations return as usual, and one warning says why."""
+    code = (
+        "from flask import Flask, g\n"
+        "from flask_ploy import FlaskPloy\n"
+        "import sys\n"
+        "app = Flask('m', root_path=sys.argv[1], instance_path=sys.argv[1])\n"
+        "app.config.update(PLOY_BINDINGS={'cache': {'CACHE': 'default'},"
+        " 'state': {'STATE': 'default'}}, PLOY_METRICS=True, TESTING=True)\n"
+        "FlaskPloy(app)\n"
+        "with app.app_context():\n"
+        "    g.env.STATE.set('k', 'v'); print(g.env.STATE.incr('n'), g.env.STATE.get('k'))\n"
+        "    g.env.CACHE.set('c', 'x'); print(g.env.CACHE.get('c'))\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "missing")}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "v", "x"]
+    assert done.stderr.count("observability failed") == 1, done.stderr

@@ -555,12 +555,16 @@ def test_expired_keys_are_absent_from_every_read(state_env: Any) -> None:
     assert s.get_with_metadata("dead") == ("new", None)
     _write_expired(s, "word", "not a number")
     assert s.incr("word", 3) == 3  # an expired non-integer is absent too
+    _write_expired(s, "top", "9223372036854775807")  # the database refuses to add 1
+    assert s.incr("top") == 1
+    _write_expired(s, "bottom", "-9223372036854775808")
+    assert s.incr("bottom", -1) == -1
     _write_expired(s, "lock", "other")
     assert s.replace("lock", None, "me") is True and s.get("lock") == "me"
     with pytest.raises(ValueError, match="not an integer"):
         s.incr("lock")  # a live non-integer still is an error
     assert s.get("lock") == "me"
-    s.delete_many(["word", "lock"])
+    s.delete_many(["word", "lock", "top", "bottom"])
 
     def fn(tx: Any) -> Any:
         return tx.get("gone"), tx.get_many(["gone"]), tx.list().keys
@@ -704,3 +708,43 @@ def test_load_and_entries_round_trip_metadata_and_expiry(state_env: Any) -> None
     with pytest.raises(TypeError, match="metadata of 'x'"):
         s.load([("x", "1", ["no"], None)])
     assert s.count() == 3
+
+
+def test_purge_keeps_a_key_made_live_by_a_transaction_it_waited_for(
+    state_app: Any, state_env: Any
+) -> None:
+    """A write rewrites expired keys (live again) in a transaction that holds
+    their locks while purge_expired runs: purge waits, then keeps every one
+    (PostgreSQL deleted all 200: the expiry was tested in a subquery only)."""
+    import threading
+    import time
+
+    s = state_env.STATE
+    for i in range(200):
+        _write_expired(s, f"k{i:03}", "old")
+    store = state_app.extensions["ploy"].state_store("STATE")
+    dialect = store.dialect
+    enc = (lambda t: t.encode()) if dialect.binary else (lambda t: t)
+    raw = store.engine.raw_connection()
+    cur = raw.cursor()
+    if dialect.binary:  # a transaction of the driver's own
+        cur.execute(dialect.sql("UPDATE " + dialect.t + " SET " + dialect.v + " = ?, "
+                                + dialect.x + " = NULL WHERE resource = ?"),
+                    (enc("live"), s.resource))  # fmt: skip
+    else:
+        cur.execute("BEGIN IMMEDIATE")
+        cur.execute(
+            f"UPDATE {dialect.t} SET {dialect.v} = ?, {dialect.x} = NULL WHERE resource = ?",
+            ("live", s.resource),
+        )
+    committer = threading.Timer(0.5, raw.commit)
+    committer.start()
+    try:
+        start = time.monotonic()
+        assert s.purge_expired() == 0
+        assert time.monotonic() - start >= 0.3  # it did wait for the writer
+    finally:
+        committer.join()
+        cur.close()
+        raw.close()
+    assert s.count() == 200 and s.get("k000") == "live"

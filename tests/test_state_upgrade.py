@@ -119,3 +119,45 @@ def test_four_processes_upgrade_an_old_table_without_losing_a_row(
         with engine.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
         engine.dispose()
+
+
+def test_an_upgrade_blocked_by_a_long_transaction_gives_up_in_the_busy_timeout(
+    state_url: str, make_app: Any
+) -> None:
+    """A long transaction holds the old table (a 0.1 process, a report): the
+    upgrade waits PLOY_STATE_BUSY_TIMEOUT, as any operation, then says what
+    blocks it and what to run (it waited for the transaction, 29.5 s with a
+    3 s timeout, and meanwhile blocked every query queued behind it)."""
+    from flask import g
+
+    from flask_ploy import StateUnavailable
+
+    table = f"ploy_upb_{worker_id()}"
+    engine = sa.create_engine(state_url)
+    try:
+        _old_table(engine, table)
+        holder = engine.connect()
+        holder.begin()
+        holder.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar()
+        if engine.dialect.name == "sqlite":  # hold the lock an ALTER needs
+            holder.execute(sa.text(f"UPDATE {table} SET value = value WHERE key = 'old0000'"))
+        app = make_app(PLOY_STATE_URL=state_url, PLOY_STATE_TABLE=table, PLOY_STATE_BUSY_TIMEOUT=1)
+        start = time.monotonic()
+        try:
+            with app.app_context():
+                g.env.STATE.get("old0001")
+            outcome = "upgraded"
+        except StateUnavailable as exc:
+            outcome = str(exc)
+        waited = time.monotonic() - start
+        holder.rollback()
+        holder.close()
+        assert waited < 1 + 1.5, waited
+        assert "cannot add the metadata and expiry columns" in outcome, outcome
+        assert "ALTER TABLE" in outcome.upper()  # what to run, as the owner
+        with app.app_context():  # once the transaction is gone, it goes through
+            assert g.env.STATE.get("old0001") == "1"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        engine.dispose()

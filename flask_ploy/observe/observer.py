@@ -225,13 +225,28 @@ class BindingObserver:
         span: Any,
         exc: BaseException | None,
     ) -> None:
+        try:
+            self._sinks(op, args, kwargs, sample, start_wall, span, exc)
+        except Exception as failure:  # a side channel: never the operation's outcome
+            _sink_failed(failure)
+
+    def _sinks(
+        self,
+        op: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        sample: Sample,
+        start_wall: float,
+        span: Any,
+        exc: BaseException | None,
+    ) -> None:
         o = self._observer
+        if span is not None and o.tracing is not None:
+            o.tracing.finish(span, sample, exc)  # first: it ends the span
         if o.stats is not None:
             o.stats.record(self.name, self.resource, op, sample)
         if self._prom is not None:
             self._prom.record(op, sample)
-        if span is not None and o.tracing is not None:
-            o.tracing.finish(span, sample, exc)
         if o.record:
             if sample.hits or sample.misses:
                 detail = "hit" if not sample.misses else ("miss" if not sample.hits else
@@ -251,6 +266,25 @@ class BindingObserver:
                     start_wall,
                 )
             )
+
+
+#: Seconds between two log lines about a failing metrics, tracing or recording sink.
+SINK_LOG_INTERVAL = 60.0
+_sink_next_log = 0.0
+
+
+def _sink_failed(failure: Exception) -> None:
+    """Log (at most once per :data:`SINK_LOG_INTERVAL`) a sink that raised:
+    the operation itself succeeded or failed on its own, and keeps that outcome."""
+    global _sink_next_log
+    now = time.monotonic()
+    if now >= _sink_next_log:
+        _sink_next_log = now + SINK_LOG_INTERVAL
+        log.warning(
+            "flask-ploy observability failed (%s: %s); the operation's own result stands",
+            type(failure).__name__,
+            failure,
+        )
 
 
 def _watch_compute(

@@ -87,15 +87,23 @@ class Tracing:
 
     @contextlib.contextmanager
     def span(self, name: str, attributes: dict[str, Any]) -> Iterator[Any]:
-        """A current CLIENT span named *name*; the caller ends it with :meth:`finish`."""
+        """A CLIENT span named *name*, current inside the block; it is ended
+        by :meth:`finish`, not by the block, so an iterator operation
+        (``items``) ends it when its iteration does."""
         span = self._tracer.start_span(name, kind=self._client, attributes=attributes)
         with self._trace.use_span(
-            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+            span, end_on_exit=False, record_exception=False, set_status_on_exception=False
         ):
             yield span
 
     def finish(self, span: Any, sample: Sample, exc: BaseException | None) -> None:
-        """Put what the operation did on *span*."""
+        """Put what the operation did on *span*, and end it."""
+        try:
+            self._describe(span, sample, exc)
+        finally:
+            span.end()
+
+    def _describe(self, span: Any, sample: Sample, exc: BaseException | None) -> None:
         span.set_attribute("ploy.outcome", sample.outcome)
         if sample.hits or sample.misses:
             span.set_attribute("ploy.cache.hits", sample.hits)

@@ -346,6 +346,10 @@ class State(BulkOps):
         try:
             raw = self._run("incr", body, tx=self._store.dialect_class.incr_needs_tx)
         except BadValue:
+            # The database refused (an overflow) before the expiry could be
+            # seen: an expired row is absent, so drop it and count from 0.
+            if self._run("incr", lambda cur: self._expire(cur, self._key(key))):
+                return self.incr(key, amount)
             raise not_integer(key, self.get(key), amount) from None
         result = None if raw is None else self._str(raw)
         if not is_counter(result):

@@ -107,7 +107,12 @@ def expiry(key: str, ttl: Any, expires_at: Any, now: float | None = None) -> flo
             )
         at = expires_at.timestamp()
     elif isinstance(expires_at, (int, float)) and not isinstance(expires_at, bool):
-        at = float(expires_at)
+        try:
+            at = float(expires_at)
+        except OverflowError:  # an int beyond any float
+            raise ValueError(
+                f"set {key!r}: expires_at is more than 100 years from now: {_shown(expires_at)}"
+            ) from None
     else:
         raise TypeError(
             f"set {key!r}: expires_at must be epoch seconds (int or float) or an aware"
@@ -128,6 +133,13 @@ def is_live(expires_at: Any, now: float) -> bool:
     return expires_at is None or expires_at > now
 
 
+def _shown(number: float) -> str:
+    """*number* for a message, short even for a huge int."""
+    if isinstance(number, int) and number.bit_length() > 64:
+        return f"an integer of {number.bit_length()} bits"
+    return repr(number)
+
+
 def check_entry(
     key: str, metadata: Mapping[str, Any] | None, expiration: Any
 ) -> tuple[str | None, float | None]:
@@ -146,6 +158,13 @@ def check_entry(
             f"expiration of {key!r} must be epoch seconds (a number), not"
             f" {type(expiration).__name__}"
         )
-    if not math.isfinite(expiration) or expiration <= 0:
-        raise ValueError(f"expiration of {key!r} must be positive epoch seconds: {expiration}")
-    return meta, float(expiration)
+    try:
+        at = float(expiration)
+    except OverflowError:
+        at = math.inf
+    if not math.isfinite(at) or at <= 0 or at > time.time() + MAX_TTL:
+        raise ValueError(
+            f"expiration of {key!r} must be positive epoch seconds at most 100 years"
+            f" from now: {_shown(expiration)}"
+        )
+    return meta, at

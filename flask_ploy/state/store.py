@@ -223,10 +223,24 @@ class StateStore:
         for text in todo():
             try:
                 with engine.begin() as conn:
+                    # ALTER waits for every transaction on the table: at most
+                    # the busy timeout, as any operation (meanwhile the table
+                    # is blocked for everyone queued behind the ALTER).
+                    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                    try:
+                        dialect.set_lock_wait(cur, self.settings.busy_timeout)
+                    finally:
+                        cur.close()
                     conn.exec_driver_sql(text)
             except sa.exc.DBAPIError as exc:
                 if not dialect.already_done(exc.orig or exc):
-                    raise
+                    raise StateUnavailable(
+                        f"state database {self.display_url}: cannot add the metadata and"
+                        f" expiry columns to table {name!r} ({_engine.reason(exc)}). The"
+                        " upgrade waits PLOY_STATE_BUSY_TIMEOUT for transactions on the"
+                        " table, and needs a user allowed to alter it; or run, as its"
+                        f" owner: {'; '.join(todo())}"
+                    ) from exc
         left = todo()
         if left:
             raise StateUnavailable(

@@ -182,16 +182,21 @@ class Dialect:
     # -- expiry ------------------------------------------------------------------------
 
     def purge_sql(self, limit: int) -> str:
-        """Delete at most *limit* expired rows: ``(resource, resource, now)``."""
+        """Delete at most *limit* expired rows: ``(resource, now, resource, now)``.
+
+        The expiry is tested on the deleted row itself too: a row rewritten
+        (live again) by a transaction the DELETE waited for is re-checked
+        with its new values at READ COMMITTED, and kept; a test in the
+        subquery alone would delete it."""
         t, k, x = self.t, self.k, self.x
         return self.sql(
-            f"DELETE FROM {t} WHERE resource = ? AND {k} IN (SELECT {k} FROM {t}"
+            f"DELETE FROM {t} WHERE resource = ? AND {x} <= ? AND {k} IN (SELECT {k} FROM {t}"
             f" WHERE resource = ? AND {x} <= ? LIMIT {int(limit)})"
         )
 
     def purge(self, cur: Any, resource: str, now: float, limit: int) -> int:
         """Delete at most *limit* rows of *resource* expired at *now*; return how many."""
-        cur.execute(self.purge_sql(limit), (resource, resource, now))
+        cur.execute(self.purge_sql(limit), (resource, now, resource, now))
         return int(cur.rowcount)
 
     # -- upgrading a table made by an earlier version ----------------------------------
