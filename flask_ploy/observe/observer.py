@@ -226,46 +226,34 @@ class BindingObserver:
         exc: BaseException | None,
     ) -> None:
         try:
-            self._sinks(op, args, kwargs, sample, start_wall, span, exc)
+            o = self._observer
+            if span is not None and o.tracing is not None:
+                o.tracing.finish(span, sample, exc)  # first: it ends the span
+            if o.stats is not None:
+                o.stats.record(self.name, self.resource, op, sample)
+            if self._prom is not None:
+                self._prom.record(op, sample)
+            if o.record:
+                if sample.hits or sample.misses:
+                    detail = "hit" if not sample.misses else ("miss" if not sample.hits else
+                             f"{sample.hits} hit, {sample.misses} miss")  # fmt: skip
+                else:
+                    detail = sample.error or ""
+                key = recorder.key_label(op, args, kwargs)
+                recorder.record(
+                    recorder.RecordedOp(
+                        self.name,
+                        self.resource,
+                        op,
+                        key,
+                        sample.seconds,
+                        sample.outcome,
+                        detail,
+                        start_wall,
+                    )
+                )
         except Exception as failure:  # a side channel: never the operation's outcome
             _sink_failed(failure)
-
-    def _sinks(
-        self,
-        op: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        sample: Sample,
-        start_wall: float,
-        span: Any,
-        exc: BaseException | None,
-    ) -> None:
-        o = self._observer
-        if span is not None and o.tracing is not None:
-            o.tracing.finish(span, sample, exc)  # first: it ends the span
-        if o.stats is not None:
-            o.stats.record(self.name, self.resource, op, sample)
-        if self._prom is not None:
-            self._prom.record(op, sample)
-        if o.record:
-            if sample.hits or sample.misses:
-                detail = "hit" if not sample.misses else ("miss" if not sample.hits else
-                         f"{sample.hits} hit, {sample.misses} miss")  # fmt: skip
-            else:
-                detail = sample.error or ""
-            key = recorder.key_label(op, args, kwargs)
-            recorder.record(
-                recorder.RecordedOp(
-                    self.name,
-                    self.resource,
-                    op,
-                    key,
-                    sample.seconds,
-                    sample.outcome,
-                    detail,
-                    start_wall,
-                )
-            )
 
 
 #: Seconds between two log lines about a failing metrics, tracing or recording sink.
