@@ -672,7 +672,7 @@ def patroni_pair(ttl: int = 20) -> Iterator[PatroniCluster]:
                         nodes[0].role() in ("master", "primary")
                         and servers.port_open("127.0.0.1", nodes[0].pg_port)
                     ),
-                    60,
+                    120,  # a loaded machine has needed more than 60 s
                     lambda: "patroni did not bootstrap:\n" + stack.logs(),
                 )
         cluster = PatroniCluster(nodes)
@@ -983,11 +983,15 @@ def need_spider() -> None:
 
 
 #: The state table as flask-ploy creates it (flask_ploy/state/schema.py), for the shards.
+#: A Spider front cannot add columns to its shards: both get every column.
 STATE_TABLE = """CREATE TABLE {name} (
   resource VARCHAR(64) NOT NULL,
   `key` VARBINARY(512) NOT NULL,
   value LONGBLOB NOT NULL,
-  PRIMARY KEY (resource, `key`)
+  metadata TEXT NULL,
+  expires_at DOUBLE NULL,
+  PRIMARY KEY (resource, `key`),
+  KEY ix_{name}_expiry (resource, expires_at)
 ) {engine} DEFAULT CHARSET=utf8mb4"""
 
 
