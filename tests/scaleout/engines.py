@@ -128,6 +128,9 @@ class Proc:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                # Another user may not enter the checkout (a clone made by
+                # mktemp -d is 0700): initdb then fails to find its cwd.
+                cwd="/" if prefix else None,
             )
         return self
 
@@ -672,7 +675,7 @@ def patroni_pair(ttl: int = 20) -> Iterator[PatroniCluster]:
                         nodes[0].role() in ("master", "primary")
                         and servers.port_open("127.0.0.1", nodes[0].pg_port)
                     ),
-                    120,  # a loaded machine has needed more than 60 s
+                    120,
                     lambda: "patroni did not bootstrap:\n" + stack.logs(),
                 )
         cluster = PatroniCluster(nodes)
