@@ -13,7 +13,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint typing docs bench screenshot dist check clean
+.PHONY: help run test suite lint typing docs bench screenshot dist clean
 
 help:
 	@echo "make run        the example app on http://$(HOST):$(PORT)/, in debug mode with the reloader"
@@ -23,8 +23,10 @@ help:
 	@echo "                                     for whoever reaches it, so only on a trusted network"
 	@echo "                FLASK_PLOY_CACHE_URL=redis://127.0.0.1:6379/0 make run   a shared Redis cache"
 	@echo "                (PostgreSQL or MariaDB state: .venv/bin/pip install -e '.[postgres]' or '.[mysql]')"
-	@echo "make test       the test suite (installs .[dev]); PYTEST_ARGS='-k page' to choose"
-	@echo "make lint | typing | docs | bench | check    style, mypy --strict, Sphinx, benchmarks, all"
+	@echo "make test       the test suite, then style, mypy --strict and the docs build"
+	@echo "                (installs .[dev]; what CI runs)"
+	@echo "make suite      the test suite alone; PYTEST_ARGS='-k page' to choose"
+	@echo "make lint | typing | docs | bench    style, mypy --strict, Sphinx, benchmarks"
 	@echo "make screenshot rewrite docs/_static/example-page.png from the page in Chromium"
 	@echo "make dist       build the sdist and wheel into dist/ and twine-check them"
 	@echo "make clean      remove .venv and build output"
@@ -51,7 +53,10 @@ run: $(RUN_STAMP)
 	@echo "  FLASK_PLOY_CACHE_URL=redis://127.0.0.1:6379/0 make run"
 	$(BIN)/flask --app example_app run --debug --host $(HOST) --port $(PORT)
 
-test: $(DEV_STAMP)
+# README's test command, and all that CI runs after starting the services.
+test: suite lint typing docs
+
+suite: $(DEV_STAMP)
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
@@ -76,7 +81,6 @@ dist: $(DEV_STAMP)
 	$(BIN)/python -m build
 	$(BIN)/twine check --strict dist/*
 
-check: lint typing test docs
 
 clean:
 	rm -rf $(VENV) docs/_build .mypy_cache .ruff_cache build dist

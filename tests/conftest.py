@@ -113,6 +113,18 @@ def cache_url(request: pytest.FixtureRequest) -> str:
     return _cache_url(request.param, request)
 
 
+@pytest.fixture(params=[k for k in CACHE_KINDS if k != "memory"])
+def shared_cache_url(request: pytest.FixtureRequest) -> str:
+    """Each cache backend that several processes share (not memory://)."""
+    return _cache_url(request.param, request)
+
+
+@pytest.fixture(params=["redis", "cluster", "sentinel"])
+def redis_cache_url(request: pytest.FixtureRequest) -> str:
+    """Each Redis scheme in turn (the backends with a connection pool)."""
+    return _cache_url(request.param, request)
+
+
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 def seed_cache_url(request: pytest.FixtureRequest) -> str:
     """memory://, the SQLite default and a real Redis: what the seed examples run on."""

@@ -36,6 +36,16 @@ POSTGRES_URL = os.environ.get(
 MARIADB_URL = os.environ.get("PLOY_TEST_MARIADB_URL", "mariadb+pymysql://root@127.0.0.1:3306/test")
 
 
+def need_module(name: str, what: str | None = None) -> Any:
+    """Import *name*, or skip (locally) / fail (CI) as :func:`need` does."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        need(False, what or f"the Python package {name}")
+
+
 def need(ok: bool, what: str) -> None:
     """Skip (locally) or fail (CI) when a service is missing."""
     if ok:

@@ -167,10 +167,12 @@ print(",".join(got))
 """
 
 
-def test_one_computation_for_many_processes(make_app: Any, cache_url: str, tmp_path: Any) -> None:
-    """4 processes x 4 threads on one cold key: one computation in all."""
-    if cache_url.startswith("memory"):
-        pytest.skip("memory:// is per process")
+def test_one_computation_for_many_processes(
+    make_app: Any, shared_cache_url: str, tmp_path: Any
+) -> None:
+    """4 processes x 4 threads on one cold key: one computation in all
+    (memory:// is per process)."""
+    cache_url = shared_cache_url
     prefix = f"procs{time.time_ns()}"
     out = tmp_path / "computations.txt"
     procs = [

@@ -407,12 +407,11 @@ def test_too_many_lost_invalidations_clear_the_resource(make_app: Any, cache_url
 
 
 def test_a_full_pool_waits_and_is_not_an_outage(
-    make_app: Any, cache_url: str, record_property: Any
+    make_app: Any, shared_cache_url: str, record_property: Any
 ) -> None:
     """Issue 12 #4: 8 threads over max_connections=2 wait for a connection;
-    none fails, none trips the breaker."""
-    if cache_url.startswith("memory"):
-        pytest.skip("memory:// has no connection pool")
+    none fails, none trips the breaker (memory:// has no pool)."""
+    cache_url = shared_cache_url
     app = make_app(
         PLOY_CACHE_URL=cache_url,
         PLOY_CACHE_KEY_PREFIX=f"pool{time.time_ns()}",
@@ -443,13 +442,14 @@ def test_a_full_pool_waits_and_is_not_an_outage(
         g.env.CACHE.clear()
 
 
-def test_a_pool_wait_that_times_out_is_a_miss_not_a_failure(make_app: Any, cache_url: str) -> None:
+def test_a_pool_wait_that_times_out_is_a_miss_not_a_failure(
+    make_app: Any, redis_cache_url: str
+) -> None:
     """Issue 12 #4: every connection held longer than the pool's timeout:
     the operation serves a miss, counted as busy, and the breaker stays closed.
     (SQLite's counterpart, a write lock held past the wait, is
     test_cache_backends.py::test_sqlite_a_held_write_lock_is_busy_not_an_outage.)"""
-    if not cache_url.startswith("redis"):
-        pytest.skip(f"{cache_url.partition(':')[0]} has no connection pool")
+    cache_url = redis_cache_url
     app = make_app(
         PLOY_CACHE_URL=cache_url,
         PLOY_CACHE_KEY_PREFIX=f"busy{time.time_ns()}",

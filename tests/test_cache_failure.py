@@ -248,7 +248,7 @@ print(json.dumps(spans))
 
 def test_half_open_breaker_under_gevent(hung: servers.HungServer, record_property: Any) -> None:
     """Issue 12 #5 with gevent's monkey patching: 50 greenlets, one probe at a time."""
-    pytest.importorskip("gevent")
+    servers.need_module("gevent")
     out = subprocess.run(
         [sys.executable, "-c", GEVENT_SCRIPT, hung.url],
         capture_output=True,

@@ -264,7 +264,6 @@ def test_processes_share_one_cache_and_count_exactly(tmp_path: Path) -> None:
     cache.backend.close()
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
     """gunicorn --preload: the parent used the cache before forking; the
     child works on a connection of its own, and the parent's keeps working."""

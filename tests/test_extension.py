@@ -228,7 +228,6 @@ def test_memory_cache_warns_once_outside_debug_and_testing(tmp_path: Path, caplo
     assert messages(PLOY_CACHE_URL="memory://", DEBUG=True) == []
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_isolated_cache_is_shared_with_a_forked_server(make_app: Any) -> None:
     """isolated() puts the cache in a temporary SQLite file: a process forked
     in the block (pytest-flask's live_server) reads what the test seeded, and

@@ -22,7 +22,7 @@ SCREENSHOT = ROOT / "docs" / "_static" / "toolbar-panel.png"
 @pytest.fixture
 def page() -> Iterator[Any]:
     servers.need(os.path.exists(CHROMIUM), f"chromium at {CHROMIUM}")
-    playwright_api = pytest.importorskip("playwright.sync_api")
+    playwright_api = servers.need_module("playwright.sync_api")
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:

@@ -7,6 +7,8 @@ import sqlite3
 
 import pytest
 
+from . import servers
+
 CONFTEST = """
 from pathlib import Path
 
@@ -347,7 +349,7 @@ def test_marked_real_backends_get_no_warning(recwarn):
 
 def test_with_pytest_flask(pytester: pytest.Pytester) -> None:
     """pytest-flask's real client, config and live_server fixtures (a forked server)."""
-    pytest.importorskip("pytest_flask")
+    servers.need_module("pytest_flask")
     pytester.makeconftest(REAL_PYTEST_FLASK_CONFTEST)
     pytester.makepyfile(test_real_pytest_flask=REAL_PYTEST_FLASK_TESTS)
     # live_server is session-scoped unless told otherwise; the app fixture is not.
