@@ -61,19 +61,25 @@ def test_a_miss_computes_once_then_hits(cache_env: Any) -> None:
     assert c.get_or_set("plain", compute) == "set by hand" and compute.calls == 1
 
 
-def test_one_computation_for_many_threads(cache_app: Flask) -> None:
-    compute = Counter(seconds=0.3)
+def _cold_key_in_threads(app: Flask, compute: Counter, n: int) -> list[str]:
+    """``get_or_set("cold", compute)`` from *n* threads at once; their results."""
     results: list[str] = []
 
     def call() -> None:
-        with cache_app.app_context():
+        with app.app_context():
             results.append(g.env.CACHE.get_or_set("cold", compute, ttl=60))
 
-    threads = [threading.Thread(target=call) for _ in range(16)]
+    threads = [threading.Thread(target=call) for _ in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return results
+
+
+def test_one_computation_for_many_threads(cache_app: Flask) -> None:
+    compute = Counter(seconds=0.3)
+    results = _cold_key_in_threads(cache_app, compute, 16)
     assert compute.calls == 1
     assert results == ["computed 1"] * 16
 
@@ -94,17 +100,7 @@ def test_threads_of_one_process_wait_without_polling(cache_app: Flask) -> None:
     backend.get = counted
     try:
         compute = Counter(seconds=0.4)
-        results: list[str] = []
-
-        def call() -> None:
-            with cache_app.app_context():
-                results.append(g.env.CACHE.get_or_set("cold", compute, ttl=60))
-
-        threads = [threading.Thread(target=call) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results = _cold_key_in_threads(cache_app, compute, 8)
     finally:
         del backend.get
     assert compute.calls == 1 and results == ["computed 1"] * 8

@@ -435,6 +435,47 @@ def test_a_process_that_exits_applies_its_remembered_invalidations(
     assert "not applied" not in done.stderr
 
 
+_EXIT_ON_A_HUNG_SERVER = """
+import sys, time
+from flask import Flask, g
+from flask_ploy import FlaskPloy
+app = Flask("worker")
+app.config.update(PLOY_BINDINGS={"cache": {"CACHE": "default"}}, PLOY_CACHE_URL=sys.argv[1],
+                  PLOY_CACHE_COOLDOWN=0.1, TESTING=True)
+FlaskPloy(app)
+with app.app_context():
+    for i in range(3):
+        g.env.CACHE.delete(f"k{i}")  # timed out, then refused: remembered
+    pending = len(g.env.CACHE.backend.pending)
+print(time.monotonic(), pending, flush=True)
+"""
+
+
+def test_a_process_exiting_on_a_hung_server_waits_at_most_the_exit_bound(
+    hung: servers.HungServer, tmp_path: Any
+) -> None:
+    """The server still hangs at exit: applying the remembered invalidations
+    costs one socket timeout (0.5 s), within EXIT_FLUSH_SECONDS (2 s), and
+    says what was left."""
+    from flask_ploy.cache.base import EXIT_FLUSH_SECONDS
+
+    script = tmp_path / "worker.py"
+    script.write_text(_EXIT_ON_A_HUNG_SERVER)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), hung.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = proc.communicate(timeout=30)
+    ended = time.monotonic()
+    assert proc.returncode == 0, err
+    exiting, pending = out.split()
+    assert pending == "3"
+    assert ended - float(exiting) < EXIT_FLUSH_SECONDS + 0.5, ended - float(exiting)
+    assert "ends with 3 invalidation(s) not applied" in err, err
+
+
 def test_clearing_a_lost_resource_costs_no_request_a_whole_scan(
     make_app: Any, request: Any
 ) -> None:

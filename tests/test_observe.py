@@ -185,6 +185,20 @@ def test_recorder_per_request(make_app: AppFactory) -> None:
         assert get_recorded_ops() == []
 
 
+def test_recorder_keeps_at_most_its_bound_per_request(make_app: AppFactory) -> None:
+    """A loop in a debug request cannot grow the list past MAX_RECORDED: the
+    rest are counted in dropped_ops()."""
+    from flask_ploy.observe.recorder import MAX_RECORDED, dropped_ops
+
+    app = make_app(PLOY_RECORD_OPS=True, PLOY_CACHE_URL="memory://")
+    with app.app_context():
+        for i in range(MAX_RECORDED + 25):
+            g.env.CACHE.get(f"k{i}")
+        ops = get_recorded_ops()
+        assert len(ops) == MAX_RECORDED and dropped_ops() == 25
+        assert ops[-1].key == f"k{MAX_RECORDED - 1}"
+
+
 def test_recorder_isolates_threads(make_app: AppFactory) -> None:
     """Each thread's own app context records only its own operations."""
     app = make_app(PLOY_RECORD_OPS=True)
