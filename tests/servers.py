@@ -392,6 +392,38 @@ def http_json(
             return exc.code, text
 
 
+def sync_workers_answer(base: str, workers: int, timeout: float = 60) -> set[int]:
+    """Wait until *workers* gunicorn sync workers each answer ``/whoami``; return their pids.
+
+    Each of *workers* connections sends half a request, so a sync worker that
+    accepts one is busy with it and the next is left to another worker; then
+    all are finished. A worker still booting leaves two answers to one pid:
+    the round is tried again until *timeout* (seconds) has passed.
+    """
+    host, port = urllib.parse.urlsplit(base).netloc.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while True:
+        socks = [socket.create_connection((host, int(port)), timeout=10) for _ in range(workers)]
+        try:
+            for sock in socks:
+                sock.sendall(b"GET /whoami HTTP/1.0\r\nHost: " + host.encode() + b"\r\n")
+                time.sleep(0.1)  # accepted and blocked on before the next is sent
+            pids = set()
+            for sock in socks:
+                sock.sendall(b"\r\n")
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+                pids.add(int(json.loads(answer.partition(b"\r\n\r\n")[2])["pid"]))
+        finally:
+            for sock in socks:
+                sock.close()
+        if len(pids) == workers:
+            return pids
+        assert time.monotonic() < deadline, f"{workers} workers did not all answer: {pids}"
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def gunicorn(
     tmp_path: Path, env: dict[str, str], *args: str, app: str = "example_app:create_app()"

@@ -75,6 +75,7 @@ def test_gunicorn_four_workers_share_the_default_cache(
         "FLASK_REPORT_SECONDS": "0.2",
     }
     with servers.gunicorn(tmp_path, env, "-w", "4") as (base, _proc):
+        servers.sync_workers_answer(base, 4)  # all booted: the clients can spread
         found = _first_day(base, "u")
         # The CLI reaches the same cache as the workers, both ways.
         servers.http_json(base, "/cache/set", data={"key": "from-http", "value": "hello"})
@@ -90,6 +91,7 @@ def test_gunicorn_four_workers_share_the_default_cache(
     # Control: the old default, memory://, on the same steps.
     env["FLASK_PLOY_CACHE_URL"] = "memory://"
     with servers.gunicorn(tmp_path, env, "-w", "4") as (base, _proc):
+        servers.sync_workers_answer(base, 4)
         old = _first_day(base, "m")
 
     assert len(found["pids"]) >= 2, found["pids"]  # the clients were spread over the workers
