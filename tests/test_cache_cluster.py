@@ -158,8 +158,15 @@ def test_a_hung_shard_costs_one_timeout_then_its_own_breaker_serves_misses(
         f" the timeout ({len(slow) - len(later)} in the first wave, then one probe at a time)",
     )
     assert hits == len(healthy) and len(healthy) > 1000
-    assert slowest < 0.5 + 0.25  # the socket timeout, never two of them
     t0 = min(r[1] for r in reads)
+    waits = sorted(
+        (round(r[1] - t0, 3), round(r[2], 3), ports[r[0]] == victim.port)
+        for r in reads
+        if r[2] >= 0.3
+    )  # (start, took, on the stopped node)
+    # One socket timeout (0.5 s) at most, never two: two would take 1.0 s or
+    # more, however idle the machine (a loaded one has added 0.4 s to one).
+    assert slowest < 2 * 0.5, waits
     assert overlaps == 0, [(round(a - t0, 3), round(b - t0, 3)) for a, b in slow]
     stopped = [k for k, port in ports.items() if port == victim.port]
     deadline = time.monotonic() + 3.0
