@@ -8,6 +8,7 @@ A test that needs a service that is absent skips locally and fails under
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -346,6 +347,9 @@ class HungServer:
         self.sock.listen(128)
         self.port = int(self.sock.getsockname()[1])
         self.accepted: list[socket.socket] = []
+        #: ``time.monotonic()`` of each accept (the clock is the machine's:
+        #: comparable with another process's).
+        self.accepted_at: list[float] = []
         import threading
 
         self._stop = False
@@ -359,7 +363,24 @@ class HungServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 continue
+            self.accepted_at.append(time.monotonic())
             self.accepted.append(conn)
+
+    def probes(self, timeout: float, cooldown: float) -> tuple[int, float]:
+        """How many connections came after the first wave, and the shortest
+        time between two of them (``inf`` for fewer than two), in seconds.
+
+        A client that times out drops its connection, so each probe of a
+        half-open breaker is a new connection here: two probes at once are
+        two connections close together, whatever the clients' scheduling. The
+        first wave is every connection made before the breaker could open
+        (within *timeout* of the first, plus half a *cooldown* for a client
+        admitted just before it opened).
+        """
+        times = sorted(self.accepted_at)
+        later = [t for t in times if times and t >= times[0] + timeout + cooldown / 2]
+        gaps = [b - a for a, b in itertools.pairwise(later)]
+        return len(later), min(gaps, default=float("inf"))
 
     @property
     def url(self) -> str:

@@ -164,7 +164,7 @@ def test_a_held_write_lock_is_busy_not_an_outage(tmp_path: Path) -> None:
         start = time.monotonic()
         cache.set("k", "new")
         waited = time.monotonic() - start
-        assert 0.15 <= waited < 0.5, waited
+        assert 0.15 <= waited < 0.55, waited  # the 0.2 s once (it was 3 times)
         assert backend.busy == 1 and backend.failures == 0
         assert not backend.breaker.open_until
         assert cache.get("k") is None  # never the old value
@@ -180,7 +180,7 @@ def test_a_held_write_lock_is_busy_not_an_outage(tmp_path: Path) -> None:
     try:
         start = time.monotonic()
         assert cache.get_many(["other", "k"]) == {"other": "kept", "k": None}
-        assert time.monotonic() - start < 0.05  # readers never wait for a writer
+        assert time.monotonic() - start < 0.15  # readers never wait for a writer (0.2 s)
     finally:
         holder.execute("ROLLBACK")
         holder.close()

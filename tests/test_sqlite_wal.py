@@ -129,5 +129,7 @@ def test_a_long_reader_costs_one_checkpoint_wait_not_one_per_request(
             waits.append(time.monotonic() - start)
     finally:
         reader.close()
-    assert sum(w > 0.1 for w in waits) <= 2, waits  # the first try, and perhaps one retry
-    assert sum(waits) < 0.6, waits
+    # The checkpoint's own 0.2 s wait: the first try, and perhaps one retry
+    # (one per request was 2 s for the ten).
+    assert sum(w >= 0.18 for w in waits) <= 2, waits
+    assert sum(waits) < 1.0, waits
