@@ -17,7 +17,8 @@ PORT   ?= 5000
 
 help:
 	@echo "make run        the example app on http://$(HOST):$(PORT)/, in debug mode with the reloader"
-	@echo "                (installs flask-ploy alone: Flask, redis-py, SQLAlchemy, PyYAML)"
+	@echo "                (installs flask-ploy alone: Flask, redis-py, SQLAlchemy, PyYAML,"
+	@echo "                asgiref for the async views, and gunicorn)"
 	@echo "                PORT=8000 make run   another port (default 5000)"
 	@echo "                HOST=0.0.0.0 ...     listen beyond this machine: the debugger runs code"
 	@echo "                                     for whoever reaches it, so only on a trusted network"

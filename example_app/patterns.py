@@ -196,9 +196,13 @@ def hits_this_window(ip: str) -> int | None:
     """
     window = current_app.config["RATE_WINDOW"]
     try:
-        return int(g.env.CACHE.incr(f"ratelimit:window:{ip}", ttl=window))
+        return int(g.env.CACHE.incr(_window_key(ip), ttl=window))
     except CacheUnavailable:
         return None
+
+
+def _window_key(ip: str) -> str:
+    return f"ratelimit:window:{ip}"
 
 
 @bp.get("/ratelimit")
@@ -208,8 +212,11 @@ def rate_limited() -> ResponseReturnValue:
     hits = hits_this_window(request.remote_addr or "unknown")
     # Fail open: an outage of the cache must not lock every user out.
     if hits is not None and hits > limit:
-        retry = str(current_app.config["RATE_WINDOW"])
-        return {"limited": True, "hits": hits, "limit": limit}, 429, {"Retry-After": retry}
+        # The seconds left in this window (the whole window if the cache
+        # cannot tell: 0 for a key gone or a cache down).
+        ip = request.remote_addr or "unknown"
+        retry = g.env.CACHE.ttl(_window_key(ip)) or current_app.config["RATE_WINDOW"]
+        return {"limited": True, "hits": hits, "limit": limit}, 429, {"Retry-After": str(retry)}
     return {"limited": False, "hits": hits, "limit": limit}
 
 

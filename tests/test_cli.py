@@ -243,6 +243,38 @@ def test_unknown_or_wrong_kind_binding_exits_2(
     assert message in result.output
 
 
+@pytest.mark.parametrize(
+    ("args", "hint", "message"),
+    [
+        (["cache", "set", "CACHE", "k", "v", "--ttl", "0"], "'--ttl'", "ttl must be at least 1"),
+        (["cache", "set", "CACHE", "", "v"], "'KEY'", "key must not be empty"),
+        (["cache", "set", "CACHE", "k", "v" * 17], "'VALUE'", "value is 17 bytes"),
+        (["cache", "incr", "CACHE", "n", "--amount", str(2**63)], "'--amount'", "64-bit"),
+        (["cache", "get", "CACHE", "k" * 600], "'KEY'", "key is 600 bytes"),
+        (["state", "set", "STATE", "", "v"], "'KEY'", "key must not be empty"),
+        (["state", "set", "STATE", "k", "v", "--expires-at", "1"], "'--expires-at'", "future"),
+        (
+            ["state", "set", "STATE", "k", "v", "--ttl", "5", "--expires-at", "9999999999"],
+            "'--ttl'",
+            "give ttl",
+        ),
+        # A key named like a parameter does not mislead the hint.
+        (
+            ["state", "set", "STATE", "ttl", "v", "--metadata", '{"a": "' + "x" * 2000 + '"}'],
+            "'--metadata'",
+            "over the limit",
+        ),
+    ],
+)
+def test_a_bad_argument_is_named_in_the_usage_error(
+    make_app: AppFactory, args: list[str], hint: str, message: str
+) -> None:
+    result = run(make_app(PLOY_MAX_VALUE_BYTES=16), *args)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for {hint}: " in result.output, result.output
+    assert message in result.output
+
+
 # -- state get / set / delete / list -------------------------------------------------
 
 
@@ -295,7 +327,7 @@ def test_cache_get_set_delete(make_app: AppFactory, cli_cache_url: str) -> None:
         assert "SESSION_CACHE has no key 'greeting' (or it expired)" in missing.output
         bad_ttl = run(app, "cache", "set", "CACHE", "k", "v", "--ttl", "0")
         assert bad_ttl.exit_code == 2
-        assert "ttl must be at least 1" in bad_ttl.output
+        assert "Invalid value for '--ttl': ttl must be at least 1" in bad_ttl.output
         assert run(app, "cache", "delete", "CACHE", "greeting").stdout == "Deleted 'greeting'.\n"
         assert run(app, "cache", "get", "CACHE", "greeting").exit_code == 1
         with app.app_context():
@@ -320,7 +352,9 @@ def test_cache_ttl_incr_count_clear(make_app: AppFactory, cli_cache_url: str) ->
         assert run(app, "cache", "incr", "CACHE", "w", "--ttl", "30").stdout == "1\n"
         assert run(app, "cache", "ttl", "ALIAS_CACHE", "w").stdout == "30\n"
         not_int = run(app, "cache", "incr", "CACHE", "k")
-        assert not_int.exit_code == 2 and "not an integer" in not_int.output
+        # The stored value's problem, not a usage error.
+        assert not_int.exit_code == 1, not_int.output
+        assert "Error: value of 'k' is not an integer" in not_int.output
         assert run(app, "cache", "set", "SESSION_CACHE", "s", "v").exit_code == 0
         assert run(app, "cache", "count", "CACHE").stdout == "4\n"
         declined = run(app, "cache", "clear", "CACHE", input="n\n")

@@ -278,6 +278,17 @@ def test_atomic_rate_limiter(app: Flask) -> None:
     assert app.test_client().get("/ratelimit").json == {"limited": False, "hits": 1, "limit": 5}
 
 
+def test_rate_limit_retry_after_is_what_is_left_of_the_window(app: Flask) -> None:
+    app.config.update(RATE_LIMIT=1, RATE_WINDOW=60)
+    client = app.test_client()
+    assert client.get("/ratelimit").status_code == 200
+    with app.app_context():  # 7 s of the window left
+        assert g.env.CACHE.touch("ratelimit:window:127.0.0.1", 7)
+    limited = client.get("/ratelimit")
+    assert limited.status_code == 429
+    assert limited.headers["Retry-After"] == "7"
+
+
 def test_one_time_codes(client: Any) -> None:
     code = client.post("/otp/u1").json["code"]
     assert len(code) == 6 and code.isdigit()

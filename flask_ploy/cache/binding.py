@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from .._validate import (
     MAX_TTL,
+    NotAnInteger,
     check_amount,
     check_key,
     check_keys,
@@ -204,7 +205,8 @@ class Cache(Policy):
         try:
             return self._call("incr", 0, True, self.backend.incr, full, amount, ttl, reads=(full,))
         except ValueError as exc:  # name the caller's key, not the namespaced one
-            raise ValueError(str(exc).replace(repr(full), repr(key), 1)) from None
+            kind = NotAnInteger if isinstance(exc, NotAnInteger) else ValueError
+            raise kind(str(exc).replace(repr(full), repr(key), 1)) from None
 
     def add(self, key: str, value: str, ttl: int | timedelta | None = None) -> bool:
         """Store *value* only if *key* is absent, atomically; return whether stored.

@@ -54,7 +54,7 @@ def cache_group() -> None:
 def cache_get(binding: str, key: str) -> None:
     """Print the value of KEY; exit 1 if it is missing or expired."""
     cache = _cache(binding)
-    with reporting(), bad_argument("'KEY'"):
+    with reporting(), bad_argument("key"):
         value = cache.get(key)
     if value is None:
         raise click.ClickException(f"{binding} has no key {key!r} (or it expired)")
@@ -69,7 +69,7 @@ def cache_get(binding: str, key: str) -> None:
 def cache_set(binding: str, key: str, value: str, ttl: int | None) -> None:
     """Store VALUE under KEY, for --ttl seconds or until evicted."""
     cache = _cache(binding)
-    with reporting(), bad_argument("'KEY', 'VALUE' or '--ttl'"):
+    with reporting(), bad_argument("key", "value", "ttl"):
         cache.set(key, value, ttl=ttl)
 
 
@@ -79,7 +79,7 @@ def cache_set(binding: str, key: str, value: str, ttl: int | None) -> None:
 def cache_delete(binding: str, key: str) -> None:
     """Delete KEY. Deleting a missing key is not an error."""
     cache = _cache(binding)
-    with reporting(), bad_argument("'KEY'"):
+    with reporting(), bad_argument("key"):
         deleted = cache.delete(key)
     click.echo(f"Deleted {key!r}." if deleted else f"{binding} had no key {key!r}.")
 
@@ -90,7 +90,7 @@ def cache_delete(binding: str, key: str) -> None:
 def cache_ttl(binding: str, key: str) -> None:
     """Print the seconds until KEY expires, or 'no expiry'; exit 1 if it is missing."""
     cache = _cache(binding)
-    with reporting(), bad_argument("'KEY'"):
+    with reporting(), bad_argument("key"):
         left = cache.ttl(key)
     if left == 0:
         raise click.ClickException(f"{binding} has no key {key!r} (or it expired)")
@@ -107,7 +107,7 @@ def cache_ttl(binding: str, key: str) -> None:
 def cache_incr(binding: str, key: str, amount: int, ttl: int | None) -> None:
     """Add --amount to the integer at KEY atomically (a missing key counts from 0); print it."""
     cache = _cache(binding)
-    with reporting(), bad_argument("'KEY', '--amount' or '--ttl'"):
+    with reporting(), bad_argument("key", "amount", "ttl"):
         click.echo(cache.incr(key, amount, ttl=ttl))
 
 

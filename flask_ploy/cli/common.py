@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -16,6 +17,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .._validate import NotAnInteger
 from ..errors import PloyError
 
 if TYPE_CHECKING:
@@ -50,13 +52,38 @@ def reporting() -> Iterator[None]:
         raise click.ClickException(str(exc)) from exc
 
 
+#: How the commands name the bindings' parameters in a usage error.
+PARAM_HINTS = {
+    "key": "'KEY'",
+    "value": "'VALUE'",
+    "ttl": "'--ttl'",
+    "amount": "'--amount'",
+    "metadata": "'--metadata'",
+    "expires_at": "'--expires-at'",
+}
+
+
 @contextlib.contextmanager
-def bad_argument(hint: str) -> Iterator[None]:
-    """Turn the bindings' argument checks into a usage error (exit code 2)."""
+def bad_argument(*params: str) -> Iterator[None]:
+    """Turn the bindings' argument checks into a usage error (exit code 2)
+    naming the parameter the message is about (the first of *params* that it
+    names, else all of them). A stored value that ``incr`` cannot add to is
+    the data's problem: an ``Error:`` with exit code 1."""
     try:
         yield
+    except NotAnInteger as exc:
+        raise click.ClickException(str(exc)) from exc
     except (TypeError, ValueError) as exc:
-        raise click.BadParameter(str(exc), param_hint=hint) from exc
+        raise click.BadParameter(str(exc), param_hint=_hint(str(exc), params)) from exc
+
+
+def _hint(message: str, params: tuple[str, ...]) -> str:
+    text = re.sub(r"'[^']*'", "''", message)  # a quoted key or value names nothing
+    named = [(m.start(), p) for p in params if (m := re.search(rf"\b{p}\b", text))]
+    if named:
+        return PARAM_HINTS[min(named)[1]]
+    hints = [PARAM_HINTS[p] for p in params]
+    return hints[0] if len(hints) == 1 else f"{', '.join(hints[:-1])} or {hints[-1]}"
 
 
 def check_binding(name: str, kind: str) -> None:

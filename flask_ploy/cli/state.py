@@ -50,7 +50,7 @@ def state_group() -> None:
 def state_get(binding: str, key: str, with_metadata: bool) -> None:
     """Print the value of KEY; exit 1 if it is not set (or expired)."""
     state = _state(binding)
-    with reporting(), bad_argument("'KEY'"):
+    with reporting(), bad_argument("key"):
         value, metadata = state.get_with_metadata(key)
     if value is None:
         raise click.ClickException(f"{binding} has no key {key!r}")
@@ -93,7 +93,7 @@ def state_set(
     """Store VALUE under KEY (committed on return): no expiry unless asked."""
     state = _state(binding)
     meta = _metadata(metadata)
-    with reporting(), bad_argument("'KEY', 'VALUE' or an option"):
+    with reporting(), bad_argument("key", "value", "metadata", "ttl", "expires_at"):
         state.set(key, value, metadata=meta, ttl=ttl, expires_at=expires_at)
 
 
@@ -116,7 +116,7 @@ def state_purge(binding: str, limit: int | None) -> None:
 def state_delete(binding: str, key: str) -> None:
     """Delete KEY. Deleting a missing key is not an error."""
     state = _state(binding)
-    with reporting(), bad_argument("'KEY'"):
+    with reporting(), bad_argument("key"):
         deleted = state.delete(key)
     click.echo(f"Deleted {key!r}." if deleted else f"{binding} had no key {key!r}.")
 
