@@ -169,6 +169,15 @@ def test_a_hung_shard_costs_one_timeout_then_its_own_breaker_serves_misses(
     # more, however idle the machine (a loaded one has added 0.4 s to one).
     assert slowest < 2 * 0.5, waits
     assert overlaps == 0, [(round(a - t0, 3), round(b - t0, 3)) for a, b in slow]
+    # Healthy shards never wait for the hung one's probe: a read held by it
+    # would end with the probe (a loaded machine's stall ends anywhere).
+    probe_ends = [end for _, end in later]
+    held = [
+        r
+        for r in healthy
+        if r[2] >= 0.1 and any(abs(r[1] + r[2] - end) < 0.03 for end in probe_ends)
+    ]
+    assert len(held) <= 2, waits
     stopped = [k for k, port in ports.items() if port == victim.port]
     deadline = time.monotonic() + 3.0
     with app.app_context():

@@ -184,13 +184,20 @@ def _probe_spans(spans: list[tuple[float, float]]) -> tuple[int, int]:
     return len(later), sum(1 for a, b in itertools.pairwise(later) if b[0] < a[1] - 0.01)
 
 
-def _one_probe_at_a_time(connections: int, apart: float, cooldown: float = 0.3) -> None:
+def _one_probe_at_a_time(
+    connections: int, apart: float, spans: list[tuple[float, float]], cooldown: float = 0.3
+) -> None:
     """What the hung server saw after the first wave (HungServer.probes):
     some probes, each a cooldown and a timeout after the one before (two at
     once would be two connections together). Counted by the server, so a
-    client slowed by a loaded machine is not taken for a probe."""
+    client slowed by a loaded machine is not taken for a probe. And the
+    other callers were refused at once, not kept waiting for the probe:
+    about as many waited a timeout as the server saw probes (a caller held
+    behind a probe never connects; 8 threads held make 7 per probe)."""
     assert 1 <= connections <= 5, connections  # one per cooldown + timeout (0.8 s)
     assert apart >= 0.5 + cooldown / 2, apart
+    waited, _ = _probe_spans([s for s in spans if s[1] - s[0] >= 0.45])
+    assert waited <= 2 * connections + 2, (waited, connections)
 
 
 def test_half_open_breaker_lets_one_thread_probe(
@@ -230,7 +237,7 @@ def test_half_open_breaker_lets_one_thread_probe(
         f" {overlapping} at once); {fast} served at once; the server saw {connections} probes,"
         f" at least {apart:.2f} s apart",
     )
-    _one_probe_at_a_time(connections, apart)
+    _one_probe_at_a_time(connections, apart, spans)
 
 
 GEVENT_SCRIPT = """
@@ -275,7 +282,7 @@ def test_half_open_breaker_under_gevent(hung: servers.HungServer, record_propert
         f" ({len(spans) - probes} in the first wave, then {probes} probes, {overlapping} at once);"
         f" the server saw {connections} probes, at least {apart:.2f} s apart",
     )
-    _one_probe_at_a_time(connections, apart)
+    _one_probe_at_a_time(connections, apart, spans)
 
 
 def _wait_for(condition: Any, timeout: float = 10.0) -> None:

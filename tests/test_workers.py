@@ -155,5 +155,5 @@ def test_a_gevent_timeout_propagates_and_the_connection_is_replaced(
     lines = done.stdout.split("\n")
     word, _, seconds = lines[0].partition(" ")
     # gevent's 0.3 s, not the 5 s busy timeout (with room for a loaded machine).
-    assert word == "timeout" and 0.29 <= float(seconds) < 2.5, done.stdout
+    assert word == "timeout" and 0.29 <= float(seconds) < 1.0, done.stdout
     assert lines[1] == "after 2 2", done.stdout
