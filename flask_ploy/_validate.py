@@ -161,19 +161,14 @@ def check_mapping(mapping: Any, max_key: int, max_value: int) -> list[tuple[str,
     return items
 
 
-class NotAnInteger(ValueError):
-    """``incr`` met a stored value it cannot add to (not a decimal integer,
-    or the sum would overflow): the data's problem, not the arguments'."""
-
-
-def not_integer(key: str, value: str | None, amount: int) -> NotAnInteger:
+def not_integer(key: str, value: str | None, amount: int) -> ValueError:
     """The error raised by ``incr`` when it cannot add *amount* to *value*."""
     if is_counter(value):
-        return NotAnInteger(
+        return ValueError(
             f"incr({key!r}, {amount}) would overflow the 64-bit integer range (value is {value})"
         )
     shown = value if value is None or len(value) <= 40 else value[:40] + "..."
-    return NotAnInteger(
+    return ValueError(
         f"value of {key!r} is not an integer: {shown!r}; incr needs a decimal"
         f" integer string such as '42'"
     )

@@ -12,7 +12,6 @@ from datetime import timedelta
 
 from .._validate import (
     MAX_TTL,
-    NotAnInteger,
     check_amount,
     check_key,
     check_keys,
@@ -205,8 +204,7 @@ class Cache(Policy):
         try:
             return self._call("incr", 0, True, self.backend.incr, full, amount, ttl, reads=(full,))
         except ValueError as exc:  # name the caller's key, not the namespaced one
-            kind = NotAnInteger if isinstance(exc, NotAnInteger) else ValueError
-            raise kind(str(exc).replace(repr(full), repr(key), 1)) from None
+            raise ValueError(str(exc).replace(repr(full), repr(key), 1)) from None
 
     def add(self, key: str, value: str, ttl: int | timedelta | None = None) -> bool:
         """Store *value* only if *key* is absent, atomically; return whether stored.

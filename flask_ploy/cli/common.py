@@ -17,7 +17,6 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .._validate import NotAnInteger
 from ..errors import PloyError
 
 if TYPE_CHECKING:
@@ -66,24 +65,27 @@ PARAM_HINTS = {
 @contextlib.contextmanager
 def bad_argument(*params: str) -> Iterator[None]:
     """Turn the bindings' argument checks into a usage error (exit code 2)
-    naming the parameter the message is about (the first of *params* that it
-    names, else all of them). A stored value that ``incr`` cannot add to is
-    the data's problem: an ``Error:`` with exit code 1."""
+    naming the parameter the message is about: the first of *params* that
+    it names. A ``ValueError`` that names none of them is about the data
+    (``incr`` on a stored value that is not an integer): an ``Error:`` with
+    exit code 1."""
     try:
         yield
-    except NotAnInteger as exc:
-        raise click.ClickException(str(exc)) from exc
     except (TypeError, ValueError) as exc:
-        raise click.BadParameter(str(exc), param_hint=_hint(str(exc), params)) from exc
+        hint = _hint(str(exc), params)
+        if hint is None and not isinstance(exc, TypeError):
+            raise click.ClickException(str(exc)) from exc
+        everything = [PARAM_HINTS[p] for p in params]
+        if hint is None:
+            hint = ", ".join(everything[:-1]) + " or " if len(everything) > 1 else ""
+            hint += everything[-1]
+        raise click.BadParameter(str(exc), param_hint=hint) from exc
 
 
-def _hint(message: str, params: tuple[str, ...]) -> str:
+def _hint(message: str, params: tuple[str, ...]) -> str | None:
     text = re.sub(r"'[^']*'", "''", message)  # a quoted key or value names nothing
     named = [(m.start(), p) for p in params if (m := re.search(rf"\b{p}\b", text))]
-    if named:
-        return PARAM_HINTS[min(named)[1]]
-    hints = [PARAM_HINTS[p] for p in params]
-    return hints[0] if len(hints) == 1 else f"{', '.join(hints[:-1])} or {hints[-1]}"
+    return PARAM_HINTS[min(named)[1]] if named else None
 
 
 def check_binding(name: str, kind: str) -> None:
