@@ -455,7 +455,7 @@ def gunicorn(
     assert not stray, f"the example app reads FLASK_PLOY_* variables, not {stray}"
     port = free_port()
     logpath = tmp_path / f"gunicorn-{port}.log"
-    log = open(logpath, "wb")  # noqa: SIM115 - closed below
+    log = open(logpath, "ab")  # noqa: SIM115 - closed below; a port used again appends
     pythonpath = os.pathsep.join([str(ROOT), str(tmp_path), os.environ.get("PYTHONPATH", "")])
     proc = subprocess.Popen(
         [

@@ -53,7 +53,8 @@ def _first_day(base: str, tag: str) -> dict[str, Any]:
         "reused": sum(again for _, again, _ in codes),
         "pids": {pid for _, _, pid in codes},
         "statuses": sorted(status for status, _ in answers),
-        "hits": sorted(body["hits"] for _, body in answers),
+        # None: the cache could not count the request (the limit fails open).
+        "hits": sorted(body["hits"] for _, body in answers if body["hits"] is not None),
         "computed": len({r["report"]["generated_at"] for r in reports}),
     }
 
@@ -88,6 +89,14 @@ def test_gunicorn_four_workers_share_the_default_cache(
             ))  # fmt: skip
         _flask(env, "delete", "CACHE", "from-http")
         _flask(env, "delete", "CACHE", "from-cli")
+    # What the workers logged: a write that waited past the SQLite cache's
+    # 0.5 s for the file's lock is dropped, as documented ("busy").
+    busy = [
+        line
+        for log in tmp_path.glob("gunicorn-*.log")
+        for line in log.read_text(errors="replace").splitlines()
+        if "was busy" in line
+    ]
     # Control: the old default, memory://, on the same steps.
     env["FLASK_PLOY_CACHE_URL"] = "memory://"
     with servers.gunicorn(tmp_path, env, "-w", "4") as (base, _proc):
@@ -95,10 +104,17 @@ def test_gunicorn_four_workers_share_the_default_cache(
         old = _first_day(base, "m")
 
     assert len(found["pids"]) >= 2, found["pids"]  # the clients were spread over the workers
-    assert (found["valid"], found["reused"]) == (ROUNDS, 0)
-    assert found["statuses"] == [200] * 5 + [429] * 15, found["statuses"]
-    assert found["hits"] == list(range(1, 21))
-    assert found["computed"] == 1
+    # Every code validates, every request is counted and the report computed
+    # once, unless a loaded machine held the file's lock past the write
+    # timeout, which the workers log: then at most 2 writes of each are lost
+    # (memory:// loses about 3 codes in 4).
+    allowed = 2 if busy else 0
+    lost, uncounted = ROUNDS - found["valid"], 20 - len(found["hits"])
+    assert lost <= allowed and uncounted <= allowed, (found, busy)
+    assert found["reused"] == 0
+    assert found["hits"] == list(range(1, 21 - uncounted)), found["hits"]
+    assert found["statuses"] == [200] * (5 + uncounted) + [429] * (15 - uncounted), found
+    assert found["computed"] <= 1 + allowed // 2, (found, busy)
     assert seen == {"bonjour"}
     # The control shows the symptoms, one or both (which requests
     # land on which worker is the kernel's choice: on a loaded machine one
