@@ -52,13 +52,13 @@ def reporting() -> Iterator[None]:
 
 
 #: How the commands name the bindings' parameters in a usage error.
-PARAM_HINTS = {
-    "key": "'KEY'",
-    "value": "'VALUE'",
-    "ttl": "'--ttl'",
-    "amount": "'--amount'",
-    "metadata": "'--metadata'",
-    "expires_at": "'--expires-at'",
+PARAM_NAMES = {
+    "key": "KEY",
+    "value": "VALUE",
+    "ttl": "--ttl",
+    "amount": "--amount",
+    "metadata": "--metadata",
+    "expires_at": "--expires-at",
 }
 
 
@@ -72,20 +72,18 @@ def bad_argument(*params: str) -> Iterator[None]:
     try:
         yield
     except (TypeError, ValueError) as exc:
-        hint = _hint(str(exc), params)
-        if hint is None and not isinstance(exc, TypeError):
+        named = _named(str(exc), params)
+        if not named and not isinstance(exc, TypeError):
             raise click.ClickException(str(exc)) from exc
-        everything = [PARAM_HINTS[p] for p in params]
-        if hint is None:
-            hint = ", ".join(everything[:-1]) + " or " if len(everything) > 1 else ""
-            hint += everything[-1]
+        hint = [PARAM_NAMES[p] for p in (named or params)]  # click quotes and joins them
         raise click.BadParameter(str(exc), param_hint=hint) from exc
 
 
-def _hint(message: str, params: tuple[str, ...]) -> str | None:
+def _named(message: str, params: tuple[str, ...]) -> tuple[str, ...]:
+    """The first of *params* that *message* names as a word, if any."""
     text = re.sub(r"'[^']*'", "''", message)  # a quoted key or value names nothing
-    named = [(m.start(), p) for p in params if (m := re.search(rf"\b{p}\b", text))]
-    return PARAM_HINTS[min(named)[1]] if named else None
+    found = [(m.start(), p) for p in params if (m := re.search(rf"\b{p}\b", text))]
+    return (min(found)[1],) if found else ()
 
 
 def check_binding(name: str, kind: str) -> None:
